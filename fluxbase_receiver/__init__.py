@@ -1,0 +1,93 @@
+"""Verified, typed, deduplicated Fluxbase database webhooks.
+
+>>> receiver = Receiver(secret="...")
+>>> @receiver.on("users", "INSERT")
+... def welcome(event: InsertEvent) -> None: ...
+>>> outcome = receiver.handle(body, headers)  # Outcome(status, body, event)
+"""
+
+from fluxbase_receiver.client import FluxbaseClient
+from fluxbase_receiver.errors import (
+    EventInProgress,
+    HandlerError,
+    InvalidPayload,
+    InvalidSignature,
+    MalformedSignature,
+    MethodNotAllowed,
+    MissingSignature,
+    PayloadTooLarge,
+    SignatureError,
+    TimestampOutsideTolerance,
+    UnsupportedMediaType,
+    WebhookError,
+)
+from fluxbase_receiver.events import (
+    DeleteEvent,
+    InsertEvent,
+    Operation,
+    TestEvent,
+    UpdateEvent,
+    WebhookEvent,
+    parse_event,
+)
+from fluxbase_receiver.idempotency import (
+    AsyncIdempotencyStore,
+    ClaimState,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    SQLiteIdempotencyStore,
+    default_idempotency_key,
+)
+from fluxbase_receiver.receiver import Admitted, Headers, Outcome, Receiver
+from fluxbase_receiver.signature import (
+    LEGACY_SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
+    parse_signature_header,
+    sign_legacy,
+    sign_payload,
+    verify_legacy_signature,
+    verify_signature,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LEGACY_SIGNATURE_HEADER",
+    "SIGNATURE_HEADER",
+    "Admitted",
+    "AsyncIdempotencyStore",
+    "ClaimState",
+    "DeleteEvent",
+    "EventInProgress",
+    "FluxbaseClient",
+    "HandlerError",
+    "Headers",
+    "IdempotencyStore",
+    "InsertEvent",
+    "InvalidPayload",
+    "InvalidSignature",
+    "MalformedSignature",
+    "MemoryIdempotencyStore",
+    "MethodNotAllowed",
+    "MissingSignature",
+    "Operation",
+    "Outcome",
+    "PayloadTooLarge",
+    "Receiver",
+    "SQLiteIdempotencyStore",
+    "SignatureError",
+    "TestEvent",
+    "TimestampOutsideTolerance",
+    "UnsupportedMediaType",
+    "UpdateEvent",
+    "WebhookError",
+    "WebhookEvent",
+    "__version__",
+    "default_idempotency_key",
+    "parse_event",
+    "parse_signature_header",
+    "sign_legacy",
+    "sign_payload",
+    "verify_legacy_signature",
+    "verify_signature",
+]

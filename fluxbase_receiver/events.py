@@ -1,0 +1,188 @@
+"""Typed Fluxbase events: a pydantic discriminated union on the ``event`` field.
+
+Every event class is generic over its record type: ``UpdateEvent[Order]`` validates
+``record`` and ``old_record`` as ``Order``; the default is ``dict[str, Any]``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from typing_extensions import TypeVar
+
+from fluxbase_receiver.errors import InvalidPayload
+
+__all__ = [
+    "OPERATIONS",
+    "DeleteEvent",
+    "InsertEvent",
+    "Operation",
+    "TestEvent",
+    "UpdateEvent",
+    "WebhookEvent",
+    "parse_event",
+]
+
+Operation: TypeAlias = Literal["INSERT", "UPDATE", "DELETE", "TEST"]
+OPERATIONS: tuple[str, ...] = ("INSERT", "UPDATE", "DELETE", "TEST")
+
+RecordT = TypeVar("RecordT", default=dict[str, Any])
+
+
+class _Event(BaseModel):
+    """Fields every Fluxbase event carries. Unknown fields are kept in ``model_extra``."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
+
+    table: str
+    schema_name: str = Field(default="public", alias="schema")
+    timestamp: datetime | None = None
+    webhook_id: str | None = None
+    id: str | None = None
+    """Stable event id (sent by this package's sender; absent from a Fluxbase server)."""
+
+    @property
+    def qualified_table(self) -> str:
+        """``"<schema>.<table>"``, e.g. ``"public.users"``."""
+        return f"{self.schema_name}.{self.table}"
+
+
+class InsertEvent(_Event, Generic[RecordT]):
+    """A row was inserted: ``record`` is the new row."""
+
+    event: Literal["INSERT"]
+    record: RecordT
+    old_record: RecordT | None = None
+
+    @property
+    def row(self) -> RecordT:
+        """The row the event is about: the inserted one."""
+        return self.record
+
+
+class UpdateEvent(_Event, Generic[RecordT]):
+    """A row was updated: ``record`` is the new row, ``old_record`` the row before."""
+
+    event: Literal["UPDATE"]
+    record: RecordT
+    old_record: RecordT | None = None
+
+    @property
+    def row(self) -> RecordT:
+        """The row the event is about: the updated one."""
+        return self.record
+
+    @property
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """Columns whose values differ, as ``{column: (old, new)}``.
+
+        Columns only in the new row count as changed from ``None``; without
+        ``old_record`` every column of the new row is reported.
+        """
+        new = _as_dict(self.record)
+        old = _as_dict(self.old_record) if self.old_record is not None else {}
+        changed = {
+            column: (old.get(column), value)
+            for column, value in new.items()
+            if column not in old or old[column] != value
+        }
+        changed.update((c, (v, None)) for c, v in old.items() if c not in new)
+        return changed
+
+
+class DeleteEvent(_Event, Generic[RecordT]):
+    """A row was deleted.
+
+    A Fluxbase server puts the deleted row in ``record`` and may omit ``old_record``;
+    the documentation has both equal. ``row`` gives the deleted row either way.
+    """
+
+    event: Literal["DELETE"]
+    record: RecordT | None = None
+    old_record: RecordT | None = None
+
+    @model_validator(mode="after")
+    def _has_a_row(self) -> DeleteEvent[RecordT]:
+        if self.record is None and self.old_record is None:
+            raise ValueError("a DELETE event needs record or old_record")
+        return self
+
+    @property
+    def row(self) -> RecordT:
+        """The deleted row."""
+        row = self.old_record if self.old_record is not None else self.record
+        assert row is not None  # guaranteed by validation
+        return row
+
+
+class TestEvent(_Event):
+    """Sent by the server's "test webhook" endpoint (table ``test``, record ``{"test": true}``)."""
+
+    __test__ = False  # not a pytest test class
+
+    event: Literal["TEST"]
+    record: dict[str, Any] = Field(default_factory=dict)
+    old_record: dict[str, Any] | None = None
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The test record."""
+        return self.record
+
+
+WebhookEvent: TypeAlias = Annotated[
+    InsertEvent[Any] | UpdateEvent[Any] | DeleteEvent[Any] | TestEvent,
+    Field(discriminator="event"),
+]
+"""Any Fluxbase event; ``event.event`` tells which."""
+
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    if isinstance(record, BaseModel):
+        return record.model_dump()
+    return dict(record)
+
+
+@functools.lru_cache(maxsize=256)
+def event_adapter(model: type[Any] | None = None) -> TypeAdapter[Any]:
+    """The cached validator for events whose records are ``model`` (``None``: plain dicts)."""
+    record: Any = dict[str, Any] if model is None else model
+    union = InsertEvent[record] | UpdateEvent[record] | DeleteEvent[record] | TestEvent  # type: ignore[valid-type]
+    return TypeAdapter(Annotated[union, Field(discriminator="event")])
+
+
+def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
+    """A short, input-free description of a validation error (safe to send back)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False)[:limit]:
+        location = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{location}: {item['msg']}")
+    more = error.error_count() - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def parse_event(
+    body: bytes | bytearray | str | Mapping[str, Any], model: type[Any] | None = None
+) -> WebhookEvent:
+    """Parse a Fluxbase event from raw JSON (bytes or str) or an already-decoded mapping.
+
+    Bytes are parsed directly by pydantic-core. ``model`` types the records
+    (a pydantic model, dataclass or TypedDict). Raises :class:`InvalidPayload`.
+    """
+    adapter = event_adapter(model)
+    try:
+        if isinstance(body, bytes | bytearray | str):
+            event: WebhookEvent = adapter.validate_json(body)
+        else:
+            event = adapter.validate_python(body)
+    except ValidationError as error:
+        if error.errors()[0]["type"] == "json_invalid":
+            raise InvalidPayload("body is not valid JSON") from None
+        raise InvalidPayload(f"not a valid Fluxbase event: {describe_validation_error(error)}") from None
+    return event

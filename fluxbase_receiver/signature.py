@@ -1,0 +1,168 @@
+"""The ``X-Fluxbase-Signature`` scheme: ``t=<unix seconds>,v1=<hex HMAC-SHA256>``.
+
+The signed message is ``b"<t>." + body``; the key is the secret's UTF-8 bytes, used
+exactly as configured. This module is the only place signing and verifying are written.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Sequence
+
+from fluxbase_receiver.errors import (
+    InvalidSignature,
+    MalformedSignature,
+    MissingSignature,
+    TimestampOutsideTolerance,
+)
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "LEGACY_SIGNATURE_HEADER",
+    "SIGNATURE_HEADER",
+    "parse_signature_header",
+    "sign_legacy",
+    "sign_payload",
+    "verify_legacy_signature",
+    "verify_signature",
+]
+
+SIGNATURE_HEADER = "X-Fluxbase-Signature"
+LEGACY_SIGNATURE_HEADER = "X-Webhook-Signature"
+DEFAULT_TOLERANCE = 300.0
+
+Secrets = str | Sequence[str]
+
+
+def secret_keys(secret: Secrets) -> tuple[bytes, ...]:
+    """The HMAC keys for one secret or several (rotation), as UTF-8 bytes."""
+    secrets = (secret,) if isinstance(secret, str) else tuple(secret)
+    if not secrets:
+        raise ValueError("at least one webhook secret is required")
+    for item in secrets:
+        if not isinstance(item, str) or not item:
+            raise ValueError("webhook secrets must be non-empty strings")
+    return tuple(item.encode("utf-8") for item in secrets)
+
+
+def _as_bytes(body: bytes | bytearray | memoryview | str) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+def sign_payload(
+    body: bytes | str, secret: Secrets, timestamp: int | None = None
+) -> str:
+    """Return the ``X-Fluxbase-Signature`` value for ``body``: one ``v1=`` per secret."""
+    return sign_with_keys(_as_bytes(body), secret_keys(secret), timestamp)
+
+
+def sign_with_keys(body: bytes, keys: Sequence[bytes], timestamp: int | None = None) -> str:
+    """:func:`sign_payload` with pre-encoded keys (for hot paths that sign repeatedly)."""
+    t = str(int(time.time()) if timestamp is None else int(timestamp))
+    message = t.encode("ascii") + b"." + body
+    parts = [f"t={t}"]
+    parts.extend(f"v1={hmac.digest(key, message, 'sha256').hex()}" for key in keys)
+    return ",".join(parts)
+
+
+def parse_signature_header(header: str) -> tuple[str, list[str]]:
+    """Split a signature header into its timestamp digits and its ``v1`` signatures.
+
+    Whitespace around parts is allowed, unknown keys are ignored, several ``v1`` may
+    appear. Raises :class:`MalformedSignature` when ``t`` or ``v1`` is missing or a part
+    is not ``key=value``.
+    """
+    timestamp: str | None = None
+    signatures: list[str] = []
+    for raw_part in header.split(","):
+        part = raw_part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise MalformedSignature("signature header parts must be key=value")
+        key, value = key.strip(), value.strip()
+        if key == "t":
+            if not (value.isascii() and value.isdigit()) or len(value) > 18:
+                raise MalformedSignature("signature timestamp t must be unix seconds")
+            if timestamp is not None and timestamp != value:
+                raise MalformedSignature("signature header has conflicting t values")
+            timestamp = value
+        elif key == "v1":
+            signatures.append(value)
+    if timestamp is None:
+        raise MalformedSignature("signature header has no t= timestamp")
+    if not signatures:
+        raise MalformedSignature("signature header has no v1= signature")
+    return timestamp, signatures
+
+
+def _matches(expected: bytes, candidates: Sequence[str]) -> bool:
+    found = False
+    for candidate in candidates:
+        try:
+            raw = bytes.fromhex(candidate)
+        except ValueError:
+            continue
+        # Check every candidate: the time taken does not tell which one matched.
+        found |= hmac.compare_digest(expected, raw)
+    return found
+
+
+def verify_signature(
+    body: bytes | str,
+    header: str | None,
+    secret: Secrets,
+    *,
+    tolerance: float | None = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> None:
+    """Check an ``X-Fluxbase-Signature`` header against ``body``; return or raise.
+
+    Any ``v1`` matching any secret passes (rotation). ``tolerance`` seconds apply in both
+    directions; ``None`` turns the age check off (replaying stored events).
+    """
+    verify_with_keys(_as_bytes(body), header, secret_keys(secret), tolerance, now)
+
+
+def verify_with_keys(
+    body: bytes,
+    header: str | None,
+    keys: Sequence[bytes],
+    tolerance: float | None,
+    now: float | None,
+) -> None:
+    """:func:`verify_signature` with pre-encoded keys (the receiver's hot path)."""
+    if header is None or not header.strip():
+        raise MissingSignature(f"missing {SIGNATURE_HEADER} header")
+    timestamp, candidates = parse_signature_header(header)
+    message = timestamp.encode("ascii") + b"." + body
+    if not any(_matches(hmac.digest(key, message, "sha256"), candidates) for key in keys):
+        raise InvalidSignature("signature does not match the body")
+    if tolerance is not None:
+        current = time.time() if now is None else now
+        if abs(current - int(timestamp)) > tolerance:
+            raise TimestampOutsideTolerance(
+                f"signature timestamp is outside the {tolerance:g} s tolerance"
+            )
+
+
+def sign_legacy(body: bytes | str, secret: str) -> str:
+    """Return the legacy ``X-Webhook-Signature`` value: hex HMAC-SHA256 of the body alone."""
+    (key,) = secret_keys(secret)
+    return hmac.digest(key, _as_bytes(body), "sha256").hex()
+
+
+def verify_legacy_signature(body: bytes | str, signature: str | None, secret: Secrets) -> None:
+    """Check a legacy ``X-Webhook-Signature`` (no timestamp, so replayable: opt in knowingly)."""
+    verify_legacy_with_keys(_as_bytes(body), signature, secret_keys(secret))
+
+
+def verify_legacy_with_keys(body: bytes, signature: str | None, keys: Sequence[bytes]) -> None:
+    """:func:`verify_legacy_signature` with pre-encoded keys."""
+    if signature is None or not signature.strip():
+        raise MissingSignature(f"missing {LEGACY_SIGNATURE_HEADER} header")
+    candidates = [signature.strip()]
+    if not any(_matches(hmac.digest(key, body, "sha256"), candidates) for key in keys):
+        raise InvalidSignature("signature does not match the body")
