@@ -148,10 +148,10 @@ def _as_dict(record: Any) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=256)
-def event_adapter(model: type[Any] | None = None) -> TypeAdapter[Any]:
+def event_adapter(model: Any = None) -> TypeAdapter[Any]:
     """The cached validator for events whose records are ``model`` (``None``: plain dicts)."""
     record: Any = dict[str, Any] if model is None else model
-    union = InsertEvent[record] | UpdateEvent[record] | DeleteEvent[record] | TestEvent  # type: ignore[valid-type]
+    union = InsertEvent[record] | UpdateEvent[record] | DeleteEvent[record] | TestEvent
     return TypeAdapter(Annotated[union, Field(discriminator="event")])
 
 

@@ -1,0 +1,1 @@
+"""Framework adapters: Flask / WSGI, Starlette / FastAPI / ASGI and AWS Lambda."""

@@ -1,0 +1,1 @@
+"""The sending side: capture row changes and deliver signed webhooks."""
