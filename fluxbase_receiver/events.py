@@ -6,7 +6,6 @@ Every event class is generic over its record type: ``UpdateEvent[Order]`` valida
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeAlias
@@ -147,12 +146,17 @@ def _as_dict(record: Any) -> dict[str, Any]:
     return dict(record)
 
 
-@functools.lru_cache(maxsize=256)
-def event_adapter(model: Any = None) -> TypeAdapter[Any]:
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def event_adapter(model: type[Any] | None = None) -> TypeAdapter[Any]:
     """The cached validator for events whose records are ``model`` (``None``: plain dicts)."""
-    record: Any = dict[str, Any] if model is None else model
-    union = InsertEvent[record] | UpdateEvent[record] | DeleteEvent[record] | TestEvent
-    return TypeAdapter(Annotated[union, Field(discriminator="event")])
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        record: Any = dict[str, Any] if model is None else model
+        union = InsertEvent[record] | UpdateEvent[record] | DeleteEvent[record] | TestEvent
+        adapter = _ADAPTERS[model] = TypeAdapter(Annotated[union, Field(discriminator="event")])
+    return adapter
 
 
 def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
