@@ -188,5 +188,7 @@ def parse_event(
     except ValidationError as error:
         if error.errors()[0]["type"] == "json_invalid":
             raise InvalidPayload("body is not valid JSON") from None
-        raise InvalidPayload(f"not a valid Fluxbase event: {describe_validation_error(error)}") from None
+        raise InvalidPayload(
+            f"not a valid Fluxbase event: {describe_validation_error(error)}"
+        ) from None
     return event

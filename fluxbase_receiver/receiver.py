@@ -175,7 +175,9 @@ class Receiver:
         if unknown:
             raise ValueError(f"unknown operation(s) {sorted(unknown)}; use {list(OPERATIONS)}")
         if not table or table.count(".") > 1:
-            raise ValueError(f"table must be '*', 'name', 'schema.name' or 'schema.*', not {table!r}")
+            raise ValueError(
+                f"table must be '*', 'name', 'schema.name' or 'schema.*', not {table!r}"
+            )
 
         def register(func: HandlerFunc) -> HandlerFunc:
             is_async = inspect.iscoroutinefunction(func)

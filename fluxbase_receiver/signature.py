@@ -50,9 +50,7 @@ def _as_bytes(body: bytes | bytearray | memoryview | str) -> bytes:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
-def sign_payload(
-    body: bytes | str, secret: Secrets, timestamp: int | None = None
-) -> str:
+def sign_payload(body: bytes | str, secret: Secrets, timestamp: int | None = None) -> str:
     """Return the ``X-Fluxbase-Signature`` value for ``body``: one ``v1=`` per secret."""
     return sign_with_keys(_as_bytes(body), secret_keys(secret), timestamp)
 

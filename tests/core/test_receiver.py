@@ -1,0 +1,536 @@
+"""The receiving pipeline: every status of the design's table, dispatch and idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from fluxbase_receiver import (
+    HandlerError,
+    InsertEvent,
+    Outcome,
+    Receiver,
+    SQLiteIdempotencyStore,
+    TestEvent,
+    UpdateEvent,
+    sign_legacy,
+    sign_payload,
+)
+
+SECRET = "whsec-test-secret"
+NOW = 1_762_079_400
+
+
+def payload(
+    event: str = "INSERT", table: str = "users", schema: str = "public", **extra: Any
+) -> bytes:
+    record = extra.pop("record", {"id": 1, "email": "a@example.com"})
+    fields = {"event": event, "table": table, "schema": schema, "record": record, **extra}
+    return json.dumps(fields).encode()
+
+
+def signed(body: bytes, secret: str = SECRET, timestamp: int = NOW) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Fluxbase-Signature": sign_payload(body, secret, timestamp=timestamp),
+    }
+
+
+def make_receiver(**options: Any) -> Receiver:
+    options.setdefault("clock", lambda: NOW)
+    return Receiver(SECRET, **options)
+
+
+def assert_refused(outcome: Outcome, status: int, code: str) -> None:
+    assert outcome.status == status
+    assert outcome.body["error"] == code
+    assert isinstance(outcome.body["message"], str) and outcome.body["message"]
+    assert not outcome.ok
+    assert json.loads(outcome.body_bytes()) == outcome.body
+
+
+def test_accepted_event_runs_the_handler_once_and_answers_200() -> None:
+    receiver = make_receiver()
+    seen: list[Any] = []
+    receiver.on("users", "INSERT")(seen.append)
+    body = payload()
+    outcome = receiver.handle(body, signed(body))
+    assert outcome.status == 200 and outcome.body == {"ok": True}
+    assert isinstance(outcome.event, InsertEvent)
+    assert [e.record for e in seen] == [{"id": 1, "email": "a@example.com"}]
+
+
+def test_duplicate_of_a_completed_event_answers_200_without_running_handlers() -> None:
+    receiver = make_receiver()
+    seen: list[Any] = []
+    receiver.on()(seen.append)
+    body = payload(timestamp="2025-11-02T10:30:00Z")
+    assert receiver.handle(body, signed(body)).body == {"ok": True}
+    # A Fluxbase retry carries a new timestamp and a new signature: still the same event.
+    retry = payload(timestamp="2025-11-02T10:30:05Z")
+    outcome = receiver.handle(retry, signed(retry, timestamp=NOW + 5))
+    assert outcome.status == 200 and outcome.body == {"ok": True, "duplicate": True}
+    assert len(seen) == 1
+
+
+def test_not_post_is_405() -> None:
+    receiver = make_receiver()
+    for method in ("GET", "PUT", "delete"):
+        assert_refused(receiver.handle(b"", {}, method), 405, "method_not_allowed")
+    assert receiver.precheck("GET", {}) is not None
+    assert receiver.precheck("post", {"content-type": "application/json"}) is None
+
+
+def test_body_over_the_limit_is_413_before_and_after_reading() -> None:
+    receiver = make_receiver(max_body_bytes=100)
+    body = payload(record={"x": "y" * 200})
+    assert_refused(receiver.handle(body, signed(body)), 413, "payload_too_large")
+    precheck = receiver.precheck("POST", {"Content-Length": "101"})
+    assert precheck is not None
+    assert_refused(precheck, 413, "payload_too_large")
+    assert receiver.precheck("POST", {"Content-Length": "100"}) is None
+    assert receiver.precheck("POST", {}, content_length=5000) is not None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_content_type_present_and_not_json_is_415(content_type: str) -> None:
+    receiver = make_receiver()
+    body = payload()
+    headers = {**signed(body), "Content-Type": content_type}
+    assert_refused(receiver.handle(body, headers), 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "",
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/vnd.fluxbase+json",
+    ],
+)
+def test_json_or_absent_content_type_is_accepted(content_type: str | None) -> None:
+    receiver = make_receiver()
+    body = payload()
+    headers = signed(body)
+    del headers["Content-Type"]
+    if content_type is not None:
+        headers["content-type"] = content_type
+    assert receiver.handle(body, headers).status == 200
+
+
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "missing_signature"),
+        ({"X-Fluxbase-Signature": ""}, "missing_signature"),
+        ({"X-Fluxbase-Signature": "v1=abc"}, "malformed_signature"),
+        ({"X-Fluxbase-Signature": f"t={NOW}"}, "malformed_signature"),
+        ({"X-Fluxbase-Signature": f"t={NOW},v1={'0' * 64}"}, "invalid_signature"),
+    ],
+)
+def test_signature_problems_are_401(headers: dict[str, str], code: str) -> None:
+    assert_refused(make_receiver().handle(payload(), headers), 401, code)
+
+
+def test_stale_and_future_signatures_are_401() -> None:
+    receiver = make_receiver()
+    body = payload()
+    assert_refused(
+        receiver.handle(body, signed(body, timestamp=NOW - 301)), 401, "timestamp_outside_tolerance"
+    )
+    assert_refused(
+        receiver.handle(body, signed(body, timestamp=NOW + 301)), 401, "timestamp_outside_tolerance"
+    )
+    assert make_receiver(tolerance=1000).handle(body, signed(body, timestamp=NOW - 900)).ok
+
+
+def test_wrong_secret_and_tampered_body_are_401() -> None:
+    receiver = make_receiver()
+    body = payload()
+    assert_refused(receiver.handle(body, signed(body, secret="other")), 401, "invalid_signature")
+    assert_refused(receiver.handle(body + b" ", signed(body)), 401, "invalid_signature")
+
+
+def test_rotation_accepts_old_and_new_secrets() -> None:
+    receiver = Receiver(["new-secret", SECRET], clock=lambda: NOW, idempotency=False)
+    body = payload()
+    assert receiver.handle(body, signed(body)).ok
+    assert receiver.handle(body, signed(body, secret="new-secret")).ok
+
+
+def test_legacy_signature_only_when_opted_in() -> None:
+    body = payload()
+    legacy = {"X-Webhook-Signature": sign_legacy(body, SECRET)}
+    assert_refused(make_receiver().handle(body, legacy), 401, "missing_signature")
+    assert make_receiver(allow_legacy_signature=True).handle(body, legacy).ok
+    forged = {"X-Webhook-Signature": "0" * 64}
+    assert_refused(
+        make_receiver(allow_legacy_signature=True).handle(body, forged), 401, "invalid_signature"
+    )
+
+
+def test_timestamped_signature_wins_over_legacy_when_both_are_sent() -> None:
+    receiver = make_receiver(allow_legacy_signature=True)
+    body = payload()
+    headers = {
+        "X-Webhook-Signature": sign_legacy(body, SECRET),
+        **signed(body, timestamp=NOW - 1000),
+    }
+    assert_refused(receiver.handle(body, headers), 401, "timestamp_outside_tolerance")
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"not json", "invalid_payload"),
+        (b'{"event":"TRUNCATE","table":"t","record":{}}', "invalid_payload"),
+        (b'{"event":"INSERT","table":"t"}', "invalid_payload"),
+        (b"", "invalid_payload"),
+    ],
+)
+def test_bad_bodies_are_400(body: bytes, code: str) -> None:
+    assert_refused(make_receiver().handle(body, signed(body)), 400, code)
+
+
+def test_same_event_while_it_is_being_handled_is_409() -> None:
+    receiver = make_receiver()
+    started, finish = threading.Event(), threading.Event()
+
+    @receiver.on()
+    def slow(event: Any) -> None:
+        started.set()
+        finish.wait(10)
+
+    body = payload()
+    results: list[Outcome] = []
+    worker = threading.Thread(target=lambda: results.append(receiver.handle(body, signed(body))))
+    worker.start()
+    assert started.wait(10)
+    assert_refused(receiver.handle(body, signed(body)), 409, "event_in_progress")
+    finish.set()
+    worker.join()
+    assert results[0].status == 200
+    assert receiver.handle(body, signed(body)).body["duplicate"] is True
+
+
+def test_failing_handlers_are_aggregated_into_one_500_and_release_the_claim(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = make_receiver()
+    calls: list[str] = []
+
+    @receiver.on()
+    def first(event: Any) -> None:
+        calls.append("first")
+        raise RuntimeError("database password is hunter2")
+
+    @receiver.on()
+    def second(event: Any) -> None:
+        calls.append("second")
+
+    @receiver.on()
+    def third(event: Any) -> None:
+        calls.append("third")
+        raise KeyError("boom")
+
+    body = payload()
+    with caplog.at_level(logging.ERROR, logger="fluxbase_receiver"):
+        outcome = receiver.handle(body, signed(body))
+    assert_refused(outcome, 500, "handler_failed")
+    assert "hunter2" not in outcome.body["message"]
+    assert outcome.body["message"] == "2 of 3 handler(s) failed"
+    assert isinstance(outcome.error, HandlerError)
+    assert [type(e) for e in outcome.error.exceptions] == [RuntimeError, KeyError]
+    assert calls == ["first", "second", "third"]
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
+    # The claim was released: the sender's retry runs every handler again.
+    receiver.handle(body, signed(body))
+    assert calls.count("second") == 2
+
+
+def test_dispatch_by_table_schema_and_operation() -> None:
+    receiver = make_receiver(idempotency=False)
+    hits: dict[str, list[str]] = {}
+
+    def track(name: str, *args: Any, **kwargs: Any) -> None:
+        receiver.on(*args, **kwargs)(
+            lambda e, name=name: hits.setdefault(name, []).append(f"{e.qualified_table}:{e.event}")
+        )
+
+    track("any")  # "*" with the default operations
+    track("users", "users")
+    track("users-update", "users", "update")
+    track("auth.users", "auth.users")
+    track("auth.*", "auth.*")
+    track("tests", "*", "TEST")
+
+    for event, table, schema in [
+        ("INSERT", "users", "public"),
+        ("UPDATE", "users", "auth"),
+        ("DELETE", "orders", "auth"),
+        ("TEST", "test", "public"),
+    ]:
+        body = payload(event, table, schema)
+        assert receiver.handle(body, signed(body)).ok
+    assert hits == {
+        "any": ["public.users:INSERT", "auth.users:UPDATE", "auth.orders:DELETE"],
+        "users": ["public.users:INSERT", "auth.users:UPDATE"],
+        "users-update": ["auth.users:UPDATE"],
+        "auth.users": ["auth.users:UPDATE"],
+        "auth.*": ["auth.users:UPDATE", "auth.orders:DELETE"],
+        "tests": ["public.test:TEST"],
+    }
+
+
+def test_events_with_no_matching_handler_are_acknowledged() -> None:
+    body = payload("TEST", "test")
+    assert make_receiver().handle(body, signed(body)).status == 200
+
+
+def test_registration_refuses_unknown_operations_and_bad_tables() -> None:
+    receiver = make_receiver()
+    with pytest.raises(ValueError, match="TRUNCATE"):
+        receiver.on("users", "TRUNCATE")
+    for table in ("", "a.b.c"):
+        with pytest.raises(ValueError):
+            receiver.on(table)
+
+
+class User(BaseModel):
+    id: int
+    email: str
+
+
+def test_typed_handlers_get_events_of_their_model() -> None:
+    receiver = make_receiver()
+    typed: list[Any] = []
+    plain: list[Any] = []
+    receiver.on("users", model=User)(typed.append)
+    receiver.on("users")(plain.append)
+    body = payload("UPDATE", old_record={"id": 1, "email": "old@example.com"})
+    assert receiver.handle(body, signed(body)).ok
+    assert isinstance(typed[0], UpdateEvent) and typed[0].record == User(
+        id=1, email="a@example.com"
+    )
+    assert typed[0].changes == {"email": ("old@example.com", "a@example.com")}
+    assert plain[0].record == {"id": 1, "email": "a@example.com"}
+
+
+def test_record_not_matching_a_handlers_model_is_400_and_runs_nothing() -> None:
+    receiver = make_receiver()
+    seen: list[Any] = []
+    receiver.on("users", model=User)(seen.append)
+    receiver.on("users")(seen.append)
+    body = payload(record={"id": "x"})
+    outcome = receiver.handle(body, signed(body))
+    assert_refused(outcome, 400, "invalid_payload")
+    assert "User" in outcome.body["message"]
+    assert seen == []
+    # Nothing was claimed: a corrected model handles the next delivery.
+
+
+def test_headers_match_case_insensitively_in_any_container() -> None:
+    receiver = make_receiver(idempotency=False)
+    body = payload()
+    header = sign_payload(body, SECRET, timestamp=NOW)
+    for headers in (
+        {"x-fluxbase-signature": header},
+        {"X-FLUXBASE-SIGNATURE": header, "CONTENT-TYPE": "application/json"},
+        [("X-Fluxbase-Signature", header), ("content-type", "application/json")],
+    ):
+        assert receiver.handle(body, headers).ok
+
+
+def test_repeated_signature_headers_are_combined() -> None:
+    receiver = make_receiver(idempotency=False)
+    body = payload()
+    real = sign_payload(body, SECRET, timestamp=NOW)
+    headers = [("X-Fluxbase-Signature", f"t={NOW},v1={'0' * 64}"), ("x-fluxbase-signature", real)]
+    assert receiver.handle(body, headers).ok
+
+
+def test_async_handlers_run_from_the_sync_pipeline() -> None:
+    receiver = make_receiver()
+    seen: list[Any] = []
+
+    @receiver.on()
+    async def handler(event: Any) -> None:
+        await asyncio.sleep(0)
+        seen.append(event)
+
+    body = payload()
+    assert receiver.handle(body, signed(body)).ok
+    assert len(seen) == 1
+
+
+def test_handle_async_awaits_async_handlers_and_threads_sync_ones() -> None:
+    receiver = make_receiver()
+    threads: dict[str, int] = {}
+
+    @receiver.on()
+    async def async_handler(event: Any) -> None:
+        threads["async"] = threading.get_ident()
+
+    @receiver.on()
+    def sync_handler(event: Any) -> None:
+        threads["sync"] = threading.get_ident()
+
+    @receiver.on(threaded=False)
+    def inline_handler(event: Any) -> None:
+        threads["inline"] = threading.get_ident()
+
+    async def main() -> Outcome:
+        threads["loop"] = threading.get_ident()
+        body = payload()
+        return await receiver.handle_async(body, signed(body))
+
+    assert asyncio.run(main()).ok
+    assert threads["async"] == threads["loop"] == threads["inline"]
+    assert threads["sync"] != threads["loop"]
+
+
+def test_handle_async_with_a_deadline_answers_202_and_finishes_in_the_background() -> None:
+    receiver = make_receiver()
+    done = asyncio.Event()
+    runs: list[str] = []
+
+    @receiver.on()
+    async def slow(event: Any) -> None:
+        await asyncio.sleep(0.2)
+        runs.append("slow")
+        done.set()
+
+    async def main() -> tuple[Outcome, Outcome, Outcome]:
+        body = payload()
+        first = await receiver.handle_async(body, signed(body), deadline=0.01)
+        during = await receiver.handle_async(body, signed(body))
+        await asyncio.wait_for(done.wait(), 10)
+        await asyncio.sleep(0.01)
+        after = await receiver.handle_async(body, signed(body))
+        return first, during, after
+
+    first, during, after = asyncio.run(main())
+    assert first.status == 202 and first.body == {"ok": True, "accepted": True}
+    assert during.status == 409
+    assert after.body == {"ok": True, "duplicate": True}
+    assert runs == ["slow"]
+
+
+def test_fast_handlers_answer_200_within_the_deadline() -> None:
+    receiver = make_receiver()
+    receiver.on()(lambda event: None)
+
+    async def main() -> Outcome:
+        body = payload()
+        return await receiver.handle_async(body, signed(body), deadline=5)
+
+    assert asyncio.run(main()).status == 200
+
+
+class AsyncMemoryStore:
+    """An async store over the in-memory one, to exercise the async store path."""
+
+    def __init__(self) -> None:
+        from fluxbase_receiver import MemoryIdempotencyStore
+
+        self.inner = MemoryIdempotencyStore()
+        self.calls: list[str] = []
+
+    async def claim(self, key: str, ttl: float) -> Any:
+        self.calls.append("claim")
+        return self.inner.claim(key, ttl)
+
+    async def complete(self, key: str, ttl: float) -> None:
+        self.calls.append("complete")
+        self.inner.complete(key, ttl)
+
+    async def release(self, key: str) -> None:
+        self.calls.append("release")
+        self.inner.release(key)
+
+
+def test_async_idempotency_stores_are_awaited() -> None:
+    store = AsyncMemoryStore()
+    receiver = make_receiver(idempotency=store)
+    receiver.on()(lambda event: None)
+
+    async def main() -> list[Outcome]:
+        body = payload()
+        return [await receiver.handle_async(body, signed(body)) for _ in range(2)]
+
+    first, second = asyncio.run(main())
+    assert first.body == {"ok": True} and second.body["duplicate"] is True
+    assert store.calls == ["claim", "complete", "claim"]
+    with pytest.raises(TypeError, match="handle_async"):
+        receiver.handle(payload(), signed(payload()))
+
+
+def test_sqlite_store_dedupes_across_receivers(tmp_path: Any) -> None:
+    path = tmp_path / "idem.db"
+    first = make_receiver(idempotency=SQLiteIdempotencyStore(path))
+    second = make_receiver(idempotency=SQLiteIdempotencyStore(path))
+    body = payload()
+    assert first.handle(body, signed(body)).body == {"ok": True}
+    assert second.handle(body, signed(body)).body == {"ok": True, "duplicate": True}
+
+
+def test_custom_idempotency_key_and_opting_out() -> None:
+    seen: list[Any] = []
+    by_email = make_receiver(idempotency_key=lambda e: e.record.get("email"))
+    by_email.on()(seen.append)
+    for record in ({"id": 1, "email": "a"}, {"id": 2, "email": "a"}):
+        body = payload(record=record)
+        by_email.handle(body, signed(body))
+    assert len(seen) == 1
+    no_dedupe = make_receiver(idempotency=False)
+    no_dedupe.on()(seen.append)
+    body = payload()
+    no_dedupe.handle(body, signed(body))
+    no_dedupe.handle(body, signed(body))
+    assert len(seen) == 3
+
+
+def test_test_events_reach_handlers_every_time() -> None:
+    receiver = make_receiver()
+    seen: list[Any] = []
+    receiver.on("*", "TEST")(seen.append)
+    body = payload("TEST", "test", record={"test": True})
+    receiver.handle(body, signed(body))
+    receiver.handle(body, signed(body))
+    assert len(seen) == 2 and isinstance(seen[0], TestEvent)
+
+
+def test_the_clock_is_injectable_for_replays() -> None:
+    body = payload()
+    headers = signed(body, timestamp=1_000)
+    assert Receiver(SECRET, clock=lambda: 1_100).handle(body, headers).ok
+    assert Receiver(SECRET, clock=lambda: 5_000).handle(body, headers).status == 401
+
+
+def test_refusals_never_log_or_return_the_secret(caplog: pytest.LogCaptureFixture) -> None:
+    receiver = make_receiver()
+    body = payload()
+    expected = sign_payload(body, SECRET, timestamp=NOW)
+    with caplog.at_level(logging.DEBUG, logger="fluxbase_receiver"):
+        outcome = receiver.handle(body, {"X-Fluxbase-Signature": f"t={NOW},v1={'1' * 64}"})
+    text = caplog.text + json.dumps(outcome.body) + repr(receiver)
+    assert SECRET not in text
+    assert expected.split("v1=")[1] not in text
+
+
+def test_configuration_errors_are_raised_at_construction() -> None:
+    with pytest.raises(ValueError):
+        Receiver("")
+    with pytest.raises(ValueError):
+        Receiver(SECRET, max_body_bytes=0)
