@@ -1,0 +1,91 @@
+"""Pieces every adapter shares: the missing-framework message, the respond options,
+response headers, and settling a claim when a view or route function is the handler."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from typing import Literal, TypeAlias
+
+from fluxbase_receiver.errors import HandlerError, PayloadTooLarge
+from fluxbase_receiver.events import WebhookEvent
+from fluxbase_receiver.receiver import Admitted, Outcome, Receiver
+
+logger = logging.getLogger("fluxbase_receiver")
+
+Respond: TypeAlias = Literal["after_handlers", "immediately"]
+"""When to answer: after the handlers ran (default), or right after verify + claim (202)."""
+
+JSON = "application/json"
+
+
+def require(adapter: str, module: str, framework: str, extra: str) -> None:
+    """Import ``module`` or fail with one line naming the extra to install."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"fluxbase_receiver.adapters.{adapter} needs {framework}: "
+            f"pip install 'fluxbase-receiver[{extra}]'"
+        ) from None
+
+
+def check_respond(respond: Respond, deadline: float | None) -> None:
+    """Refuse option combinations that cannot work."""
+    if respond not in ("after_handlers", "immediately"):
+        raise ValueError(f"respond must be 'after_handlers' or 'immediately', not {respond!r}")
+    if deadline is not None and (respond == "immediately" or deadline <= 0):
+        raise ValueError("deadline needs respond='after_handlers' and a positive number of seconds")
+
+
+def too_large(receiver: Receiver) -> Outcome:
+    """The 413 refusal for a body that passed the limit while it was being read."""
+    logger.info("webhook refused with 413: payload_too_large")
+    return Outcome.refuse(PayloadTooLarge(f"body exceeds {receiver.max_body_bytes} bytes"))
+
+
+def response_headers(outcome: Outcome) -> dict[str, str]:
+    """``Content-Type: application/json``, plus ``Allow: POST`` on a 405."""
+    if outcome.status == 405:
+        return {"Content-Type": JSON, "Allow": "POST"}
+    return {"Content-Type": JSON}
+
+
+def without_claim(admitted: Admitted) -> Admitted:
+    """The same event and handlers, with the claim left for the caller to settle."""
+    return Admitted(admitted.event, None, admitted.calls)
+
+
+def view_failed(event: WebhookEvent, error: Exception) -> Outcome:
+    """The 500 answer when the view or route function that handles the event raised."""
+    logger.error(
+        "webhook view failed for %s on %s",
+        event.event,
+        event.qualified_table,
+        exc_info=(type(error), error, error.__traceback__),
+    )
+    return Outcome.refuse(HandlerError("the webhook view failed", (error,)), event)
+
+
+def settle(receiver: Receiver, admitted: Admitted, ok: bool) -> None:
+    """Complete the claim when the handling succeeded, release it when it failed."""
+    store = receiver.store
+    if admitted.key is None or store is None:
+        return
+    if inspect.iscoroutinefunction(store.complete):
+        raise TypeError("an async idempotency store needs an async adapter")
+    if ok:
+        store.complete(admitted.key, receiver.done_ttl)
+    else:
+        store.release(admitted.key)
+
+
+async def settle_async(receiver: Receiver, admitted: Admitted, ok: bool) -> None:
+    """:func:`settle` for async code (awaits an async idempotency store)."""
+    store = receiver.store
+    if admitted.key is None or store is None:
+        return
+    done = store.complete(admitted.key, receiver.done_ttl) if ok else store.release(admitted.key)
+    if inspect.isawaitable(done):
+        await done

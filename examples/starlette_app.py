@@ -1,0 +1,40 @@
+"""Receive Fluxbase webhooks with Starlette.
+
+Run it from the repository root (``pip install 'fluxbase-receiver[starlette]' uvicorn``)::
+
+    export FLUXBASE_WEBHOOK_SECRET=your-webhook-secret
+    uvicorn examples.starlette_app:app
+
+and point a Fluxbase webhook at ``http://<host>:8000/webhooks/fluxbase``.
+"""
+
+import logging
+import os
+
+from fluxbase_receiver.adapters.starlette import webhook_endpoint
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from fluxbase_receiver import Receiver, WebhookEvent
+
+logging.basicConfig(level=logging.INFO)
+logger = logging.getLogger("examples.starlette_app")
+
+receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
+
+
+@receiver.on("*", "INSERT", "UPDATE", "DELETE")
+async def log_change(event: WebhookEvent) -> None:
+    """Log what happened to which row, as the Fluxbase docs' example does."""
+    match event.event:
+        case "INSERT":
+            logger.info("New record in %s: %s", event.table, event.record)
+        case "UPDATE":
+            logger.info(
+                "Record updated in %s: %s -> %s", event.table, event.old_record, event.record
+            )
+        case "DELETE":
+            logger.info("Record deleted from %s: %s", event.table, event.row)
+
+
+app = Starlette(routes=[Route("/webhooks/fluxbase", webhook_endpoint(receiver))])

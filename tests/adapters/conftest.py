@@ -1,0 +1,100 @@
+"""Signed requests and the example apps, shared by the adapter tests."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import threading
+import time
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+from fluxbase_receiver import sign_payload
+
+SECRET = "whsec_adapter-tests"
+os.environ["FLUXBASE_WEBHOOK_SECRET"] = SECRET
+PATH = "/webhooks/fluxbase"
+
+
+def event_body(event: str = "INSERT", table: str = "orders", **record: Any) -> bytes:
+    """A Fluxbase event body as the Go server sends it (a fresh row id unless given)."""
+    row = {"id": record.pop("id", time.monotonic_ns()), "status": "new", **record}
+    document: dict[str, Any] = {
+        "event": event,
+        "table": table,
+        "schema": "public",
+        "record": row,
+        "timestamp": "2026-11-27T03:30:00.123456789Z",
+    }
+    if event == "UPDATE":
+        document["old_record"] = {**row, "status": "old"}
+    return json.dumps(document).encode()
+
+
+def signed_headers(
+    body: bytes, secret: str = SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    """The headers a Fluxbase server sends with ``body``."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "Fluxbase-Webhooks/1.0",
+        "X-Fluxbase-Signature": sign_payload(body, secret, timestamp),
+    }
+
+
+class Gate:
+    """Lets a test hold a handler mid-run: ``started`` is set inside, ``release`` lets it end."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, event: Any) -> None:
+        self.started.set()
+        if not self.release.wait(timeout=30):
+            raise TimeoutError("the test never released the handler")
+
+
+class Calls:
+    """Records the events a handler saw (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Any) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def count(self, row_id: Any) -> int:
+        with self._lock:
+            return sum(1 for e in self.events if e.row["id"] == row_id)
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples.<name>`` with the test secret in ``FLUXBASE_WEBHOOK_SECRET``."""
+    return importlib.import_module(f"examples.{name}")
+
+
+def partial_upload(url: str, declared: int | None, send: int) -> str:
+    """Start a POST of a large body but send only ``send`` bytes of it; return the status line.
+
+    ``declared`` is the ``Content-Length`` to announce (``None``: chunked, no length). The
+    status arrives only if the server answers before the upload ends, which shows it
+    refused the body without reading it all.
+    """
+    parts = urlsplit(url)
+    framing = "Transfer-Encoding: chunked" if declared is None else f"Content-Length: {declared}"
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+        f"X-Fluxbase-Signature: {sign_payload(b'', SECRET)}\r\n{framing}\r\n\r\n"
+    )
+    chunk = b"x" * 65_536
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+        sock.sendall(head.encode())
+        for _ in range(send // len(chunk)):
+            sock.sendall(b"10000\r\n" + chunk + b"\r\n" if declared is None else chunk)
+        return sock.makefile("rb").readline().decode().strip()
