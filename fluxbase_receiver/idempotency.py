@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import sqlite3
 import threading
 import time
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic_core import to_json
 
 __all__ = [
     "AsyncIdempotencyStore",
@@ -75,33 +74,28 @@ class AsyncIdempotencyStore(Protocol):
         ...
 
 
-def _plain(value: Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-
-
 def default_idempotency_key(event: Any) -> str | None:
     """The event's ``id`` when the body has one, else a SHA-256 of its identity.
 
-    The identity is the canonical JSON of ``webhook_id, event, schema, table, record,
-    old_record``. ``timestamp`` is left out: a Fluxbase server changes it on every retry.
+    The identity is the compact JSON of ``webhook_id, event, schema, table, record,
+    old_record``, object keys in the order the signed body has them (a retry repeats
+    the same bytes for the same row). ``timestamp`` is left out: a Fluxbase server
+    changes it on every retry.
     TEST events are never deduplicated (``None``): each click on "test" should arrive.
     """
     if event.event == "TEST":
         return None
     if event.id:
         return f"id:{event.id}"
-    identity = [
+    identity = (
         event.webhook_id,
         event.event,
         event.schema_name,
         event.table,
-        _plain(event.record),
-        _plain(event.old_record),
-    ]
-    canonical = json.dumps(
-        identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        event.record,
+        event.old_record,
     )
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return "sha256:" + hashlib.sha256(to_json(identity)).hexdigest()
 
 
 class MemoryIdempotencyStore:
