@@ -181,7 +181,7 @@ def parse_event(
     """
     adapter = event_adapter(model)
     try:
-        if isinstance(body, bytes | bytearray | str):
+        if isinstance(body, (bytes, bytearray, str)):
             event: WebhookEvent = adapter.validate_json(body)
         else:
             event = adapter.validate_python(body)

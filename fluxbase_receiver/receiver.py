@@ -211,7 +211,7 @@ class Receiver:
         return None
 
     def _precheck(self, method: str, headers: dict[str, str], length: int | None) -> None:
-        if method.upper() != "POST":
+        if method != "POST" and method.upper() != "POST":
             raise MethodNotAllowed(f"{method.upper()} is not allowed; webhooks are POSTed")
         if length is None:
             declared = headers.get("content-length", "").strip()
@@ -298,7 +298,7 @@ class Receiver:
         for handler, event in admitted.calls:
             try:
                 result = handler.func(event)
-                if handler.is_async or inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     asyncio.run(_awaited(result))
             except Exception as exc:  # every handler runs; failures are aggregated
                 failures.append(exc)
@@ -427,6 +427,8 @@ def _lower(headers: Headers) -> dict[str, str]:
 
 
 def _is_json(content_type: str) -> bool:
+    if content_type == "application/json":
+        return True
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")

@@ -142,7 +142,10 @@ def verify_with_keys(
         raise MissingSignature(f"missing {SIGNATURE_HEADER} header")
     timestamp, candidates = parse_signature_header(header)
     message = timestamp.encode("ascii") + b"." + body
-    if not any(_matches(hmac.digest(key, message, "sha256"), candidates) for key in keys):
+    for key in keys:
+        if _matches(hmac.digest(key, message, "sha256"), candidates):
+            break
+    else:
         raise InvalidSignature("signature does not match the body")
     if tolerance is not None:
         current = time.time() if now is None else now
