@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,6 @@ import pytest
 
 from fluxbase_receiver import (
     ClaimState,
-    IdempotencyStore,
     MemoryIdempotencyStore,
     SQLiteIdempotencyStore,
     default_idempotency_key,
@@ -22,32 +25,90 @@ from fluxbase_receiver import (
 
 
 class Clock:
-    """A hand-moved clock shared by a store under test."""
+    """A hand-moved clock for the stores that take one; real sleeps for the others."""
 
-    def __init__(self) -> None:
+    def __init__(self, scale: float = 0.0) -> None:
         self.now = 1_000.0
+        self.scale = scale
 
     def __call__(self) -> float:
         return self.now
 
+    def advance(self, seconds: float) -> None:
+        if self.scale:
+            time.sleep(seconds * self.scale)
+        else:
+            self.now += seconds
 
-StoreFactory = Callable[[Clock], IdempotencyStore]
+
+class Facade:
+    """One store seen through the blocking contract: TTLs scaled for real-time stores,
+    async stores driven on a private event loop, keys made unique to the test."""
+
+    def __init__(self, store: Any, scale: float = 1.0) -> None:
+        self.store = store
+        self.scale = scale
+        self.prefix = uuid.uuid4().hex + ":"
+        self.loop: asyncio.AbstractEventLoop | None = None
+        if inspect.iscoroutinefunction(store.claim):
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def _call(self, result: Any) -> Any:
+        if self.loop is None:
+            return result
+        return asyncio.run_coroutine_threadsafe(result, self.loop).result(30)
+
+    def claim(self, key: str, ttl: float) -> ClaimState:
+        state: ClaimState = self._call(self.store.claim(self.prefix + key, ttl * self.scale))
+        return state
+
+    def complete(self, key: str, ttl: float) -> None:
+        self._call(self.store.complete(self.prefix + key, ttl * self.scale))
+
+    def release(self, key: str) -> None:
+        self._call(self.store.release(self.prefix + key))
 
 
-def memory_store(clock: Clock) -> IdempotencyStore:
-    return MemoryIdempotencyStore(clock=clock)
+StoreFactory = Callable[[], tuple[Facade, Clock]]
+STORES = ["memory", "sqlite", "postgres", "postgres-async", "redis", "redis-async"]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    if request.param == "memory":
-        yield memory_store
-    else:
-        yield lambda clock: SQLiteIdempotencyStore(tmp_path / "idem.db", clock=clock)
+@pytest.fixture(params=STORES)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    kind = request.param
+
+    def make() -> tuple[Facade, Clock]:
+        clock = Clock()
+        if kind == "memory":
+            return Facade(MemoryIdempotencyStore(clock=clock)), clock
+        if kind == "sqlite":
+            return Facade(SQLiteIdempotencyStore(tmp_path / "idem.db", clock=clock)), clock
+        if kind.startswith("postgres"):
+            from fluxbase_receiver.postgres_store import (
+                AsyncPostgresIdempotencyStore,
+                PostgresIdempotencyStore,
+            )
+
+            url = request.getfixturevalue("postgres_url")
+            cls = (
+                AsyncPostgresIdempotencyStore
+                if kind.endswith("async")
+                else PostgresIdempotencyStore
+            )
+            return Facade(cls(url, clock=clock)), clock
+        from fluxbase_receiver.redis_store import AsyncRedisIdempotencyStore, RedisIdempotencyStore
+
+        url = request.getfixturevalue("redis_url")
+        real_time = Clock(scale=0.01)  # Redis expires keys on its own clock
+        cls = AsyncRedisIdempotencyStore if kind.endswith("async") else RedisIdempotencyStore
+        return Facade(cls(url), scale=0.01), real_time
+
+    return make
 
 
 def test_claim_complete_and_duplicate(make_store: StoreFactory) -> None:
-    store = make_store(Clock())
+    store, _ = make_store()
     assert store.claim("a", 60) is ClaimState.NEW
     assert store.claim("a", 60) is ClaimState.IN_PROGRESS
     store.complete("a", 3600)
@@ -56,14 +117,14 @@ def test_claim_complete_and_duplicate(make_store: StoreFactory) -> None:
 
 
 def test_release_lets_the_next_delivery_run_again(make_store: StoreFactory) -> None:
-    store = make_store(Clock())
+    store, _ = make_store()
     assert store.claim("a", 60) is ClaimState.NEW
     store.release("a")
     assert store.claim("a", 60) is ClaimState.NEW
 
 
 def test_release_never_forgets_a_completed_key(make_store: StoreFactory) -> None:
-    store = make_store(Clock())
+    store, _ = make_store()
     store.claim("a", 60)
     store.complete("a", 3600)
     store.release("a")
@@ -71,22 +132,21 @@ def test_release_never_forgets_a_completed_key(make_store: StoreFactory) -> None
 
 
 def test_claims_and_completions_expire(make_store: StoreFactory) -> None:
-    clock = Clock()
-    store = make_store(clock)
+    store, clock = make_store()
     assert store.claim("crashed", 60) is ClaimState.NEW
-    clock.now += 59
+    clock.advance(30)
     assert store.claim("crashed", 60) is ClaimState.IN_PROGRESS
-    clock.now += 2
+    clock.advance(40)
     assert store.claim("crashed", 60) is ClaimState.NEW  # the stale claim is taken over
     store.complete("crashed", 100)
-    clock.now += 99
+    clock.advance(50)
     assert store.claim("crashed", 60) is ClaimState.DONE
-    clock.now += 2
+    clock.advance(60)
     assert store.claim("crashed", 60) is ClaimState.NEW
 
 
 def test_concurrent_claims_give_exactly_one_new(make_store: StoreFactory) -> None:
-    store = make_store(Clock())
+    store, _ = make_store()
     results: list[ClaimState] = []
     barrier = threading.Barrier(8)
 
@@ -175,3 +235,17 @@ def test_test_events_are_never_deduplicated() -> None:
         )
         is None
     )
+
+
+@pytest.mark.parametrize(
+    "module, blocked, extra",
+    [("redis_store", "redis", "redis"), ("postgres_store", "psycopg", "postgres")],
+)
+def test_shared_stores_name_their_extra_when_the_client_is_missing(
+    module: str, blocked: str, extra: str
+) -> None:
+    code = f"import sys; sys.modules[{blocked!r}] = None; import fluxbase_receiver.{module}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert f"pip install 'fluxbase-receiver[{extra}]'" in last_line
