@@ -1,0 +1,378 @@
+"""The ``fluxbase-receiver`` command, run as subprocesses over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import bound_socket, free_port, load_vectors, wait_for_port
+
+VECTORS = load_vectors()
+IDS = [case["name"] for case in VECTORS]
+SCRIPT = Path(sys.executable).parent / "fluxbase-receiver"
+COMMAND = [sys.executable, "-m", "fluxbase_receiver.cli"]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FLUXBASE_WEBHOOK_SECRET", "NO_COLOR")}
+    env.update(extra)
+    return env
+
+
+def cli(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*COMMAND, *args],
+        input=stdin.decode("utf-8"),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env or environment(),
+        timeout=60,
+    )
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fluxbase-receiver: error: ")
+    assert expected in lines[0]
+
+
+class Live:
+    """A running ``listen`` process whose stdout lines are collected as they come."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [*COMMAND, "listen", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env=env or environment(),
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert self.process.stdout is not None
+        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 20) -> str:
+        """The first line (not yet consumed) containing ``text``; earlier lines are kept."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r}; output so far: {self.seen}") from None
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def interrupt(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=20)
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read()
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[Live, str]]:
+    port = free_port()
+    live = Live(["--secret", "s3cr3t", "--port", str(port)])
+    try:
+        live.wait_for("listening on")
+        yield live, f"http://127.0.0.1:{port}/webhooks/fluxbase"
+    finally:
+        if live.process.poll() is None:
+            live.process.kill()
+            live.process.wait()
+
+
+# -- sign / verify --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", VECTORS, ids=IDS)
+def test_sign_piped_into_verify_round_trips_every_vector(case: dict[str, Any]) -> None:
+    body = case["body"].encode("utf-8")
+    signed = cli(
+        "sign", "--secret", case["secret"], "--timestamp", str(case["timestamp"]), stdin=body
+    )
+    assert signed.returncode == 0, signed.stderr
+    assert signed.stdout.strip() == case["header"]
+
+    header = signed.stdout.strip()
+    verified = cli(
+        "verify",
+        "--secret",
+        case["secret"],
+        "--signature",
+        header,
+        "--tolerance",
+        "off",
+        stdin=body,
+    )
+    assert verified.returncode == 0, verified.stderr
+    printed = json.loads(verified.stdout)
+    sent = json.loads(body)
+    assert (printed["event"], printed["table"], printed["record"]) == (
+        sent["event"],
+        sent["table"],
+        sent["record"],
+    )
+
+
+@pytest.mark.parametrize("case", VECTORS, ids=IDS)
+def test_verify_accepts_every_legacy_vector(case: dict[str, Any]) -> None:
+    body = case["body"].encode("utf-8")
+    args = ["--secret", case["secret"], "--signature", case["legacy_signature"], "--legacy"]
+    assert cli("verify", *args, stdin=body).returncode == 0
+
+
+def test_a_shell_pipeline_of_the_console_script_verifies_with_the_current_time(
+    tmp_path: Path,
+) -> None:
+    body = tmp_path / "event.json"
+    body.write_bytes(VECTORS[1]["body"].encode("utf-8"))
+    script = f'"{SCRIPT}" verify --signature "$("{SCRIPT}" sign event.json)" event.json'
+    result = subprocess.run(
+        ["sh", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=environment(FLUXBASE_WEBHOOK_SECRET="from-the-environment"),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["event"] == "UPDATE"
+
+
+def test_verify_failures_exit_1_with_the_reason() -> None:
+    case = VECTORS[0]
+    body = case["body"].encode("utf-8")
+    tampered = body.replace(b"user@", b"evil@")
+    secret = ["--secret", case["secret"]]
+    off = ["--tolerance", "off"]
+    failures = {
+        "invalid_signature": cli(
+            "verify", *secret, "--signature", case["header"], *off, stdin=tampered
+        ),
+        "timestamp_outside_tolerance": cli(
+            "verify", *secret, "--signature", case["header"], stdin=body
+        ),
+        "malformed_signature": cli("verify", *secret, "--signature", "v1=abc", stdin=body),
+        "invalid_signature ": cli(
+            "verify", "--secret", "other", "--signature", case["header"], *off, stdin=body
+        ),
+    }
+    for reason, result in failures.items():
+        assert result.returncode == 1
+        assert_one_line_error(result, reason.strip())
+        assert result.stdout == ""
+        assert case["secret"] not in result.stderr
+
+
+def test_verify_refuses_a_correctly_signed_body_that_is_not_an_event() -> None:
+    body = b'{"hello": "world"}'
+    header = cli("sign", "--secret", "s", stdin=body).stdout.strip()
+    result = cli("verify", "--secret", "s", "--signature", header, stdin=body)
+    assert result.returncode == 1
+    assert_one_line_error(result, "invalid_payload")
+
+
+@pytest.mark.parametrize("command", ["sign", "verify", "send", "listen", "demo"])
+def test_every_subcommand_help_has_an_example(command: str) -> None:
+    result = cli(command, "--help") if command != "demo" else cli("--help")
+    assert result.returncode == 0
+    assert "example" in result.stdout.lower()
+    assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["sign"], "no webhook secret"),
+        (["sign", "--secret", "s", "--timestamp", "soon"], "invalid int value"),
+        (["sign", "--secret", "s", "/nonexistent/body.json"], "cannot read"),
+        (["verify", "--secret", "s"], "--signature"),
+        (["verify", "--secret", "s", "--signature", "t=1,v1=00", "--tolerance", "x"], "tolerance"),
+        (["send", "ftp://example.invalid", "--secret", "s"], "http:// or https://"),
+        (["send", "http://127.0.0.1:9/", "--secret", "s", "--record", "{oops"], "not valid JSON"),
+        (["send", "http://127.0.0.1:9/", "--secret", "s", "--record", "[1]"], "JSON object"),
+        (["send", "http://127.0.0.1:9/", "--secret", "s", "--event", "MERGE"], "invalid choice"),
+        (["send", "http://127.0.0.1:9/", "--secret", "s", "--header", "nocolon"], "Name: value"),
+        (["listen", "--secret", "s", "--port", "http"], "invalid int value"),
+        (["bogus"], "invalid choice"),
+        ([], "COMMAND"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_non_zero_exit(args: list[str], expected: str) -> None:
+    assert_one_line_error(cli(*args), expected)
+
+
+def test_send_to_a_closed_port_is_one_line() -> None:
+    result = cli("send", f"http://127.0.0.1:{free_port()}/", "--secret", "s")
+    assert result.returncode == 1
+    assert_one_line_error(result, "cannot reach")
+
+
+def test_listen_on_a_busy_port_is_one_line() -> None:
+    with bound_socket() as sock:
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = cli("listen", "--secret", "s", "--port", str(port))
+    assert_one_line_error(result, "cannot listen on 127.0.0.1")
+
+
+def test_demo_runs_the_sender_demo_or_says_what_is_missing() -> None:
+    result = cli("demo", "--help")
+    try:
+        import fluxbase_receiver.sender.demo  # noqa: F401
+    except ModuleNotFoundError:
+        assert_one_line_error(result, "demo")
+    else:
+        assert result.returncode == 0, result.stderr
+
+
+# -- send and listen ------------------------------------------------------------------
+
+
+def test_send_to_listen_shows_the_event_then_dedupes_it(listener: tuple[Live, str]) -> None:
+    live, url = listener
+    record = '{"id": 42, "status": "shipped", "note": "café ☃"}'
+    old = '{"id": 42, "status": "paid", "note": "café ☃"}'
+    args = ["--event", "UPDATE", "--table", "orders", "--record", record, "--old-record", old]
+    sent = cli(
+        "send",
+        url,
+        *args,
+        "--webhook-id",
+        "wh-1",
+        env=environment(FLUXBASE_WEBHOOK_SECRET="s3cr3t"),
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.splitlines()[0] == "200 OK"
+    assert json.loads(sent.stdout.split("\n", 1)[1]) == {"ok": True}
+
+    assert "UPDATE public.orders" in live.wait_for("UPDATE")
+    assert live.wait_for("webhook_id").strip() == "webhook_id: wh-1"
+    assert live.wait_for("status:").strip() == 'status: "paid" -> "shipped"'
+    live.wait_for('"note": "café ☃"')
+
+    again = cli("send", url, "--secret", "s3cr3t", *args, "--webhook-id", "wh-1")
+    assert again.returncode == 0
+    assert json.loads(again.stdout.split("\n", 1)[1]) == {"ok": True, "duplicate": True}
+    assert "duplicate" in live.wait_for("UPDATE")
+
+    code, stderr = live.interrupt()
+    assert code == 0
+    assert "Traceback" not in stderr
+    assert not any("\033[" in line for line in live.seen)
+
+
+def test_listen_refuses_and_reports_a_wrong_secret(listener: tuple[Live, str]) -> None:
+    live, url = listener
+    result = cli("send", url, "--secret", "not-the-secret", "--event", "INSERT")
+    assert result.returncode == 1
+    assert result.stdout.startswith("401 ")
+    assert "invalid_signature" in live.wait_for("refused")
+    assert "not-the-secret" not in "\n".join(live.seen)
+
+
+def test_listen_answers_405_to_a_get(listener: tuple[Live, str]) -> None:
+    import urllib.error
+    import urllib.request
+
+    live, url = listener
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(url, timeout=10)
+    assert answer.value.code == 405
+    assert "method_not_allowed" in live.wait_for("405")
+
+
+def test_ctrl_c_stops_listen_with_status_0() -> None:
+    port = free_port()
+    live = Live(["--secret", "s", "--port", str(port)])
+    live.wait_for("Ctrl-C")
+    wait_for_port(port)
+    code, stderr = live.interrupt()
+    assert code == 0
+    assert stderr == ""
+
+
+def test_listen_forwards_verified_events_to_the_local_app(listener: tuple[Live, str]) -> None:
+    app, app_url = listener
+    port = free_port()
+    proxy = Live(["--secret", "s3cr3t", "--port", str(port), "--forward-to", app_url])
+    try:
+        proxy.wait_for("forwarding verified events to")
+        url = f"http://127.0.0.1:{port}/"
+        sent = cli("send", url, "--secret", "s3cr3t", "--table", "users", "--record", '{"id": 7}')
+        assert sent.returncode == 0, sent.stderr
+        assert "INSERT public.users" in app.wait_for("INSERT")
+        assert "INSERT public.users" in proxy.wait_for("INSERT")
+
+        refused = cli("send", url, "--secret", "wrong", "--record", '{"id": 8}')
+        assert refused.returncode == 1
+        assert "refused" in proxy.wait_for("401")
+    finally:
+        proxy.process.kill()
+        proxy.process.wait()
+
+
+def test_a_failed_forward_is_a_502_and_the_retry_runs_again() -> None:
+    dead = f"http://127.0.0.1:{free_port()}/"
+    port = free_port()
+    proxy = Live(["--secret", "s", "--port", str(port), "--forward-to", dead])
+    try:
+        proxy.wait_for("forwarding")
+        url = f"http://127.0.0.1:{port}/"
+        args = ["--secret", "s", "--record", '{"id": 1}', "--webhook-id", "wh-2"]
+        for _ in range(2):
+            result = cli("send", url, *args)
+            assert result.returncode == 1
+            assert result.stdout.startswith("502 ")
+            assert "forward_failed" in result.stdout
+            proxy.wait_for("502")
+    finally:
+        proxy.process.kill()
+        proxy.process.wait()
+
+
+@pytest.mark.parametrize("no_color", [None, "1"])
+def test_colour_only_on_a_terminal_without_no_color(
+    listener: tuple[Live, str], no_color: str | None
+) -> None:
+    _, url = listener
+    env = environment(**({"NO_COLOR": no_color} if no_color else {}))
+    primary, replica = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [*COMMAND, "send", url, "--secret", "s3cr3t"], stdout=replica, env=env
+        )
+        assert process.wait(timeout=60) == 0
+        output = os.read(primary, 65536).decode("utf-8")
+    finally:
+        os.close(primary)
+        os.close(replica)
+    assert ("\033[" in output) is (no_color is None)
+    assert "200 OK" in output
