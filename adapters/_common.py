@@ -39,10 +39,10 @@ def check_respond(respond: Respond, deadline: float | None) -> None:
         raise ValueError("deadline needs respond='after_handlers' and a positive number of seconds")
 
 
-def too_large(receiver: Receiver) -> Outcome:
-    """The 413 refusal for a body that passed the limit while it was being read."""
+def too_large(limit: int) -> Outcome:
+    """The 413 refusal for a body that passed ``limit`` while it was being read."""
     logger.info("webhook refused with 413: payload_too_large")
-    return Outcome.refuse(PayloadTooLarge(f"body exceeds {receiver.max_body_bytes} bytes"))
+    return Outcome.refuse(PayloadTooLarge(f"body exceeds {limit} bytes"))
 
 
 def response_headers(outcome: Outcome) -> dict[str, str]:

@@ -90,7 +90,7 @@ async def read_body(request: Request, receiver: Receiver) -> bytes | Outcome:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            return too_large(receiver)
+            return too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

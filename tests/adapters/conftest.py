@@ -8,11 +8,14 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 from fluxbase_receiver import sign_payload
+from tests.servers import wait_for_port
 
 SECRET = "whsec_adapter-tests"
 os.environ["FLUXBASE_WEBHOOK_SECRET"] = SECRET
@@ -46,14 +49,17 @@ def signed_headers(
 
 
 class Gate:
-    """Lets a test hold a handler mid-run: ``started`` is set inside, ``release`` lets it end."""
+    """Holds handlers mid-run: ``started`` is set (and ``entered`` counts up) inside each,
+    ``release`` lets them all end."""
 
     def __init__(self) -> None:
         self.started = threading.Event()
+        self.entered = threading.Semaphore(0)
         self.release = threading.Event()
 
     def __call__(self, event: Any) -> None:
         self.started.set()
+        self.entered.release()
         if not self.release.wait(timeout=30):
             raise TimeoutError("the test never released the handler")
 
@@ -98,3 +104,23 @@ def partial_upload(url: str, declared: int | None, send: int) -> str:
         for _ in range(send // len(chunk)):
             sock.sendall(b"10000\r\n" + chunk + b"\r\n" if declared is None else chunk)
         return sock.makefile("rb").readline().decode().strip()
+
+
+@contextmanager
+def run_waitress(app: Callable[..., Any]) -> Iterator[str]:
+    """Serve a WSGI app with waitress in a thread on a free loopback port; yield its URL.
+
+    (``tests.servers.run_wsgi`` passes ``_quiet``, which waitress 3 refuses.)
+    """
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    port = server.effective_port  # type: ignore[union-attr]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        thread.join(timeout=10)

@@ -1,0 +1,179 @@
+"""Any WSGI application (on werkzeug): a middleware that receives webhooks on one path.
+
+Usage::
+
+    import os
+
+    from fluxbase_receiver import Receiver
+    from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
+
+    receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
+
+    @receiver.on("orders")
+    def on_order(event): ...
+
+    application = FluxbaseWSGIMiddleware(application, receiver, path="/webhooks/fluxbase")
+
+Every other path goes to the wrapped application untouched. At most
+``receiver.max_body_bytes + 1`` bytes of a body are read (a declared ``Content-Length`` over
+the limit is refused before reading anything).
+
+Respond quickly: ``respond="immediately"`` answers 202 right after verify + idempotency
+claim and runs the handlers on a bounded thread pool (``workers`` threads, at most
+``4 * workers`` events waiting; past that the request runs its handlers itself before
+answering, which slows the sender down instead of piling work up). ``deadline=2.0`` answers
+202 once the handlers take longer than 2 s and lets them finish on the pool. Background
+failures are logged and release the claim, but the sender already got a 2xx and will not
+retry: work is lost if the process dies (or a handler fails) before the handlers end.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING
+
+from fluxbase_receiver.adapters._common import (
+    Respond,
+    check_respond,
+    require,
+    response_headers,
+    too_large,
+)
+
+require("wsgi", "werkzeug", "Werkzeug", "wsgi")
+
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge  # noqa: E402
+from werkzeug.wrappers import Request, Response  # noqa: E402
+
+from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
+from fluxbase_receiver.receiver import Admitted, Outcome, Receiver, accepted  # noqa: E402
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["FluxbaseWSGIMiddleware", "WSGIWebhookEndpoint", "read_body", "to_response"]
+
+logger = logging.getLogger("fluxbase_receiver")
+
+
+def to_response(outcome: Outcome) -> Response:
+    """The werkzeug response for an :class:`Outcome` (JSON body, its status)."""
+    return Response(outcome.body_bytes(), outcome.status, response_headers(outcome))
+
+
+def read_body(request: Request, receiver: Receiver) -> bytes | Outcome:
+    """The body, reading at most one byte past the limit; or the 405/413/415 refusal.
+
+    The limit is the smaller of ``receiver.max_body_bytes`` and the request's own
+    ``max_content_length`` (Flask's ``MAX_CONTENT_LENGTH``). The body stays cached on the
+    request (``request.get_data()`` gives it again).
+    """
+    refusal = receiver.precheck(request.method, request.headers, request.content_length)
+    if refusal is not None:
+        return refusal
+    own = request.max_content_length
+    limit = receiver.max_body_bytes if own is None else min(own, receiver.max_body_bytes)
+    request.max_content_length = limit + 1  # werkzeug stops there: one byte tells "too large"
+    try:
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        return too_large(limit)
+    except ClientDisconnected:
+        return Outcome.refuse(InvalidPayload("the body ended before its Content-Length"))
+    return too_large(limit) if len(body) > limit else body
+
+
+class _Pool:
+    """A thread pool with a bounded queue: ``submit`` says no when it is full."""
+
+    def __init__(self, workers: int) -> None:
+        self._slots = threading.BoundedSemaphore(4 * workers)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="fluxbase-webhook")
+
+    def submit(self, job: Callable[[], Outcome]) -> Future[Outcome] | None:
+        if not self._slots.acquire(blocking=False):
+            return None
+        future = self._executor.submit(job)
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+
+class WSGIWebhookEndpoint:
+    """A WSGI application that receives Fluxbase webhooks with ``receiver``."""
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        *,
+        respond: Respond = "after_handlers",
+        deadline: float | None = None,
+        workers: int = 4,
+    ) -> None:
+        check_respond(respond, deadline)
+        self.receiver = receiver
+        self.respond = respond
+        self.deadline = deadline
+        early = respond == "immediately" or deadline is not None
+        self._pool = _Pool(workers) if early else None
+
+    def __repr__(self) -> str:
+        return f"<WSGIWebhookEndpoint respond={self.respond!r} deadline={self.deadline!r}>"
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        body = read_body(request, self.receiver)
+        outcome = self.answer(body, request) if isinstance(body, bytes) else body
+        return to_response(outcome)(environ, start_response)
+
+    def answer(self, body: bytes, request: Request) -> Outcome:
+        """Run the pipeline on a body that was read whole."""
+        if self._pool is None:
+            return self.receiver.handle(body, request.headers)
+        admitted = self.receiver.admit(body, request.headers)
+        if isinstance(admitted, Outcome):
+            return admitted
+        future = self._pool.submit(lambda: self._process(admitted))
+        if future is None:  # the pool is full: answer after the handlers instead
+            return self.receiver.process(admitted)
+        if self.deadline is None:
+            return accepted(admitted.event)
+        try:
+            return future.result(timeout=self.deadline)
+        except FutureTimeout:
+            return accepted(admitted.event)
+
+    def _process(self, admitted: Admitted) -> Outcome:
+        try:
+            return self.receiver.process(admitted)
+        except Exception:
+            logger.exception("background webhook processing failed")
+            raise
+
+
+class FluxbaseWSGIMiddleware:
+    """Receives webhooks on ``path`` and passes every other request to ``app``."""
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        receiver: Receiver,
+        *,
+        path: str = "/webhooks/fluxbase",
+        respond: Respond = "after_handlers",
+        deadline: float | None = None,
+        workers: int = 4,
+    ) -> None:
+        self.app = app
+        self.path = path
+        self.endpoint = WSGIWebhookEndpoint(
+            receiver, respond=respond, deadline=deadline, workers=workers
+        )
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == self.path:
+            return self.endpoint(environ, start_response)
+        return self.app(environ, start_response)

@@ -1,0 +1,40 @@
+"""Receive Fluxbase webhooks with Flask.
+
+Run it from the repository root (``pip install 'fluxbase-receiver[flask]'``)::
+
+    export FLUXBASE_WEBHOOK_SECRET=your-webhook-secret
+    flask --app examples/flask_app run
+
+and point a Fluxbase webhook at ``http://<host>:5000/webhooks/fluxbase``.
+"""
+
+import logging
+import os
+
+from flask import Flask
+from fluxbase_receiver.adapters.flask import FluxbaseWebhooks
+
+from fluxbase_receiver import Receiver, WebhookEvent
+
+logging.basicConfig(level=logging.INFO)
+logger = logging.getLogger("examples.flask_app")
+
+app = Flask(__name__)
+receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
+
+
+@receiver.on("*", "INSERT", "UPDATE", "DELETE")
+def log_change(event: WebhookEvent) -> None:
+    """Log what happened to which row, as the Fluxbase docs' example does."""
+    match event.event:
+        case "INSERT":
+            logger.info("New record in %s: %s", event.table, event.record)
+        case "UPDATE":
+            logger.info(
+                "Record updated in %s: %s -> %s", event.table, event.old_record, event.record
+            )
+        case "DELETE":
+            logger.info("Record deleted from %s: %s", event.table, event.row)
+
+
+FluxbaseWebhooks(app, receiver)  # POST /webhooks/fluxbase
