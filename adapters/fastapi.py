@@ -1,0 +1,183 @@
+"""FastAPI: a dependency that yields the verified, typed event to your route function.
+
+Usage::
+
+    import os
+    from typing import Annotated
+
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    from fluxbase_receiver import InsertEvent, Receiver, UpdateEvent
+    from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
+
+    class Order(BaseModel):
+        id: int
+        status: str
+
+    app = FastAPI()
+    install_exception_handler(app)  # refusals answer {"error": ..., "message": ...}
+    receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
+    webhook = FluxbaseWebhook(receiver, model=Order)
+    OrderEvent = Annotated[InsertEvent[Order] | UpdateEvent[Order], webhook.depends]
+
+    @app.post("/webhooks/fluxbase", **webhook.openapi)
+    async def orders(event: OrderEvent) -> dict[str, bool]:
+        ...
+        return {"ok": True}
+
+Refusals (400, 401, 409, 413, 415, and 200 for a duplicate) are raised as
+:class:`WebhookAnswered` before the route function runs; with
+:func:`install_exception_handler` they answer exactly as the other adapters do. FastAPI
+answers 405 itself for methods the route does not list (``{"detail": "Method Not Allowed"}``).
+
+Idempotency: the route function is a handler. The receiver's registered handlers run first;
+the claim is completed when they and the route function succeed, and released when any of
+them raises (a route function's exception answers 500 without its text and is logged), so a
+redelivery runs them again. ``webhook.depends`` uses ``Depends(..., scope="function")`` so
+this happens before the response is sent; with a plain ``Depends(webhook)`` it happens after.
+
+To answer early and let the receiver's handlers run in the background instead, mount the
+Starlette endpoint: ``app.add_route(path, webhook_endpoint(receiver, respond="immediately"))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fluxbase_receiver.adapters._common import require, settle_async, view_failed, without_claim
+
+require("fastapi", "fastapi", "FastAPI", "fastapi")
+
+from fastapi import Depends, FastAPI, HTTPException, Request  # noqa: E402
+from fastapi.params import Depends as DependsParam  # noqa: E402
+from fluxbase_receiver.adapters.starlette import read_body, to_response  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+
+from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
+from fluxbase_receiver.events import WebhookEvent, event_adapter, parse_event  # noqa: E402
+from fluxbase_receiver.receiver import Outcome, Receiver  # noqa: E402
+from fluxbase_receiver.signature import SIGNATURE_HEADER  # noqa: E402
+
+__all__ = ["FluxbaseWebhook", "WebhookAnswered", "install_exception_handler", "openapi_for"]
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    "required": ["error", "message"],
+}
+_REFUSALS = {
+    400: "The body is not JSON, or not a valid Fluxbase event.",
+    401: f"The {SIGNATURE_HEADER} header is missing, malformed, stale or does not match.",
+    409: "The same event is being handled right now; retry later.",
+    413: "The body is larger than the receiver's limit.",
+    415: "A Content-Type other than JSON was sent.",
+    500: "A handler raised (the message does not include the exception).",
+}
+
+
+class WebhookAnswered(HTTPException):
+    """The webhook was answered before the route function ran: a refusal or a duplicate."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.status, outcome.body)
+        self.outcome = outcome
+
+
+async def _answer(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WebhookAnswered)  # registered for this class only
+    return to_response(exc.outcome)
+
+
+def install_exception_handler(app: FastAPI) -> None:
+    """Answer :class:`WebhookAnswered` with the core's status and JSON body."""
+    app.add_exception_handler(WebhookAnswered, _answer)
+
+
+class FluxbaseWebhook:
+    """The dependency: verifies, parses (records as ``model``), claims, runs the receiver's
+    handlers, then yields the event to the route function and settles the claim."""
+
+    def __init__(self, receiver: Receiver, *, model: type[Any] | None = None) -> None:
+        self.receiver = receiver
+        self.model = model
+        self.depends: DependsParam = Depends(self, scope="function")
+        """``Depends(webhook, scope="function")``: settles the claim before the response."""
+        self.openapi: dict[str, Any] = openapi_for(model)
+        """``responses`` and ``openapi_extra`` for the route decorator (``**webhook.openapi``)."""
+
+    def __repr__(self) -> str:
+        return f"<FluxbaseWebhook model={getattr(self.model, '__name__', None)!r}>"
+
+    async def __call__(self, request: Request) -> AsyncIterator[WebhookEvent]:
+        receiver = self.receiver
+        body = await read_body(request, receiver)
+        if isinstance(body, Outcome):
+            raise WebhookAnswered(body)
+        admitted = await receiver.admit_async(body, request.headers)
+        if isinstance(admitted, Outcome):
+            raise WebhookAnswered(admitted)
+        try:
+            event = admitted.event if self.model is None else parse_event(body, self.model)
+        except InvalidPayload as error:
+            await settle_async(receiver, admitted, ok=False)
+            raise WebhookAnswered(Outcome.refuse(error, admitted.event)) from None
+        outcome = await receiver.process_async(without_claim(admitted))
+        if not outcome.ok:
+            await settle_async(receiver, admitted, ok=False)
+            raise WebhookAnswered(outcome)
+        try:
+            yield event
+        except HTTPException:
+            await settle_async(receiver, admitted, ok=False)
+            raise
+        except Exception as error:
+            await settle_async(receiver, admitted, ok=False)
+            raise WebhookAnswered(view_failed(admitted.event, error)) from None
+        await settle_async(receiver, admitted, ok=True)
+
+
+def openapi_for(model: type[Any] | None = None) -> dict[str, Any]:
+    """Route decorator arguments documenting the webhook: its body, header and answers."""
+    schema = event_adapter(model).json_schema()
+    defs = schema.pop("$defs", {})
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+        for status, text in _REFUSALS.items()
+    }
+    return {
+        "responses": responses,
+        "openapi_extra": {
+            "parameters": [
+                {
+                    "name": SIGNATURE_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'>",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _inline(schema, defs, ())}},
+            },
+        },
+    }
+
+
+def _inline(node: Any, defs: dict[str, Any], expanding: tuple[str, ...]) -> Any:
+    """``node`` with every ``#/$defs/...`` reference replaced by its definition
+    (the union's ``discriminator`` mapping names ``$defs`` too, so it is dropped)."""
+    if isinstance(node, list):
+        return [_inline(item, defs, expanding) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: value for key, value in node.items() if key != "discriminator"}  # refs $defs
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in expanding:  # a recursive model: stop here
+            return {"type": "object"}
+        return _inline(defs[name], defs, (*expanding, name))
+    return {key: _inline(value, defs, expanding) for key, value in node.items()}

@@ -1,0 +1,41 @@
+"""Receive Fluxbase webhooks with FastAPI: the route function gets the verified event.
+
+Run it from the repository root (``pip install 'fluxbase-receiver[fastapi]' uvicorn``)::
+
+    export FLUXBASE_WEBHOOK_SECRET=your-webhook-secret
+    uvicorn examples.fastapi_app:app
+
+and point a Fluxbase webhook at ``http://<host>:8000/webhooks/fluxbase``
+(the OpenAPI page at ``/docs`` shows the webhook's body, header and answers).
+"""
+
+import logging
+import os
+from typing import Annotated
+
+from fastapi import FastAPI
+from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
+
+from fluxbase_receiver import DeleteEvent, InsertEvent, Receiver, TestEvent, UpdateEvent
+
+logging.basicConfig(level=logging.INFO)
+logger = logging.getLogger("examples.fastapi_app")
+
+app = FastAPI(title="Fluxbase webhooks")
+install_exception_handler(app)
+receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
+webhook = FluxbaseWebhook(receiver)
+FluxbaseEvent = Annotated[InsertEvent | UpdateEvent | DeleteEvent | TestEvent, webhook.depends]
+
+
+@app.post("/webhooks/fluxbase", **webhook.openapi)
+async def fluxbase_webhook(event: FluxbaseEvent) -> dict[str, bool]:
+    """Log what happened to which row, as the Fluxbase docs' example does."""
+    match event.event:
+        case "INSERT":
+            logger.info("New record in %s: %s", event.table, event.record)
+        case "UPDATE":
+            logger.info("Record updated in %s: %s -> %s", event.table, event.old_record, event.row)
+        case "DELETE":
+            logger.info("Record deleted from %s: %s", event.table, event.row)
+    return {"ok": True}
