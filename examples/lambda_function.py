@@ -1,0 +1,46 @@
+"""Receive Fluxbase webhooks on AWS Lambda behind API Gateway, a Function URL or an ALB.
+
+Deploy: put this file and the package in a zip (``pip install fluxbase-receiver -t build/``,
+copy this file to ``build/lambda_function.py``, zip ``build/``), set the handler to
+``lambda_function.handler``, set ``FLUXBASE_WEBHOOK_SECRET`` in the function's environment,
+and route ``POST /webhooks/fluxbase`` to it. Duplicates are caught per execution
+environment; pass ``idempotency=`` a shared store (Redis, PostgreSQL) to catch them across
+concurrent ones.
+
+Try it locally from the repository root with a saved event document::
+
+    export FLUXBASE_WEBHOOK_SECRET=your-webhook-secret
+    python -m examples.lambda_function < event.json
+"""
+
+import json
+import logging
+import os
+import sys
+
+from fluxbase_receiver.adapters.aws_lambda import lambda_handler
+
+from fluxbase_receiver import Receiver, WebhookEvent
+
+logging.basicConfig(level=logging.INFO)
+logger = logging.getLogger("examples.lambda_function")
+
+receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
+
+
+@receiver.on("*", "INSERT", "UPDATE", "DELETE")
+def log_change(event: WebhookEvent) -> None:
+    """Log what happened to which row, as the Fluxbase docs' example does."""
+    match event.event:
+        case "INSERT":
+            logger.info("New record in %s: %s", event.table, event.record)
+        case "UPDATE":
+            logger.info("Record updated in %s: %s -> %s", event.table, event.old_record, event.row)
+        case "DELETE":
+            logger.info("Record deleted from %s: %s", event.table, event.row)
+
+
+handler = lambda_handler(receiver)
+
+if __name__ == "__main__":
+    print(json.dumps(handler(json.load(sys.stdin), None), indent=2))
