@@ -248,34 +248,25 @@ class Listener:
         self._lock = threading.Lock()
 
     def handle(self, method: str, body: bytes, headers: list[tuple[str, str]]) -> Outcome:
-        """Answer one request (and print what happened)."""
+        """Answer one request (and print what happened).
+
+        When forwarding, a verified new event goes to the local app and the app's answer
+        is returned; if the app fails, the claim is released so a retry is forwarded again.
+        """
         admitted = self.receiver.admit(body, headers, method)
         if isinstance(admitted, Outcome):
-            self.report(admitted)
-            return admitted
-        if self.forward_to is not None:
-            forwarded = self._forward(body, headers)
-            if not 200 <= forwarded.status < 300:
-                if admitted.key is not None:
-                    self.store.release(admitted.key)
-                self.report(Outcome(forwarded.status, forwarded.body, admitted.event))
-                return forwarded
-        outcome = self.receiver.process(admitted)
-        self.report(outcome)
-        return outcome
-
-    def _forward(self, body: bytes, headers: list[tuple[str, str]]) -> Outcome:
-        assert self.forward_to is not None
-        kept = {name: value for name, value in headers if name.lower() not in HOP_BY_HOP}
-        try:
-            status, _, answer, _ = _post(self.forward_to, body, kept, timeout=30)
-        except CLIError as error:
-            return Outcome(502, {"error": "forward_failed", "message": str(error)})
-        try:
-            decoded = json.loads(answer) if answer else {}
-        except ValueError:
-            decoded = {"body": answer.decode("utf-8", "replace")}
-        return Outcome(status, decoded if isinstance(decoded, dict) else {"body": decoded})
+            answer = admitted
+        elif self.forward_to is None:
+            answer = self.receiver.process(admitted)
+        else:
+            status, reply = _forward(self.forward_to, body, headers)
+            answer = Outcome(status, reply, admitted.event)
+            if answer.ok:
+                self.receiver.process(admitted)
+            elif admitted.key is not None:
+                self.store.release(admitted.key)
+        self.report(answer)
+        return answer
 
     def report(self, outcome: Outcome) -> None:
         """Print one line per request, then the event's rows."""
@@ -299,6 +290,20 @@ class Listener:
                 lines.extend(_describe(event))
         with self._lock:
             self._write("\n".join(lines))
+
+
+def _forward(url: str, body: bytes, headers: list[tuple[str, str]]) -> tuple[int, dict[str, Any]]:
+    """POST the original request to ``url``; its status and JSON body (502 if unreachable)."""
+    kept = {name: value for name, value in headers if name.lower() not in HOP_BY_HOP}
+    try:
+        status, _, answer, _ = _post(url, body, kept, timeout=30)
+    except CLIError as error:
+        return 502, {"error": "forward_failed", "message": str(error)}
+    try:
+        decoded = json.loads(answer) if answer else {}
+    except ValueError:
+        decoded = answer.decode("utf-8", "replace")
+    return status, decoded if isinstance(decoded, dict) else {"body": decoded}
 
 
 def _describe(event: WebhookEvent) -> list[str]:

@@ -326,10 +326,15 @@ def test_listen_forwards_verified_events_to_the_local_app(listener: tuple[Live, 
     try:
         proxy.wait_for("forwarding verified events to")
         url = f"http://127.0.0.1:{port}/"
-        sent = cli("send", url, "--secret", "s3cr3t", "--table", "users", "--record", '{"id": 7}')
+        args = ["--secret", "s3cr3t", "--record", '{"id": 7}', "--webhook-id", "wh-7"]
+        sent = cli("send", url, *args)
         assert sent.returncode == 0, sent.stderr
         assert "INSERT public.users" in app.wait_for("INSERT")
         assert "INSERT public.users" in proxy.wait_for("INSERT")
+
+        again = cli("send", url, *args)
+        assert '"duplicate": true' in again.stdout
+        assert "duplicate" in proxy.wait_for("INSERT")
 
         refused = cli("send", url, "--secret", "wrong", "--record", '{"id": 8}')
         assert refused.returncode == 1
@@ -353,6 +358,26 @@ def test_a_failed_forward_is_a_502_and_the_retry_runs_again() -> None:
             assert result.stdout.startswith("502 ")
             assert "forward_failed" in result.stdout
             proxy.wait_for("502")
+    finally:
+        proxy.process.kill()
+        proxy.process.wait()
+
+
+def test_the_apps_refusal_is_returned_and_the_retry_is_forwarded_again(
+    listener: tuple[Live, str],
+) -> None:
+    app, app_url = listener
+    port = free_port()
+    proxy = Live(["--secret", "other-secret", "--port", str(port), "--forward-to", app_url])
+    try:
+        proxy.wait_for("forwarding")
+        url = f"http://127.0.0.1:{port}/"
+        args = ["--secret", "other-secret", "--record", '{"id": 3}', "--webhook-id", "wh-3"]
+        for _ in range(2):
+            result = cli("send", url, *args)
+            assert result.stdout.startswith("401 ")
+            assert "invalid_signature" in app.wait_for("refused")
+            assert "invalid_signature" in proxy.wait_for("401")
     finally:
         proxy.process.kill()
         proxy.process.wait()
