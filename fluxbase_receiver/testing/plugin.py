@@ -52,8 +52,9 @@ __all__ = [
     "post_event",
 ]
 
-LambdaFormat = Literal["v2", "v1", "url"]
-"""API Gateway HTTP API (payload 2.0), API Gateway REST API (1.0), or a Function URL."""
+LambdaFormat = Literal["v2", "v1", "url", "alb"]
+"""API Gateway HTTP API (payload 2.0), API Gateway REST API (1.0), a Function URL, or an
+Application Load Balancer."""
 
 DEFAULT_PATH = "/webhooks/fluxbase"
 
@@ -153,7 +154,7 @@ def lambda_event(
     method: str = "POST",
     format: LambdaFormat = "v2",
 ) -> dict[str, Any]:
-    """The event AWS Lambda receives for this request from API Gateway or a Function URL.
+    """The event AWS Lambda receives for this request from API Gateway, a Function URL or an ALB.
 
     The body is passed as text, or base64 (``isBase64Encoded``) when it is not UTF-8.
     """
@@ -164,6 +165,21 @@ def lambda_event(
     now = datetime.now(UTC)
     request_id = str(uuid.uuid4())
     user_agent = next((v for k, v in headers.items() if k.lower() == "user-agent"), "")
+    if format == "alb":
+        return {
+            "requestContext": {
+                "elb": {
+                    "targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:"
+                    "targetgroup/fluxbase-webhooks/0123456789abcdef"
+                }
+            },
+            "httpMethod": method,
+            "path": path,
+            "queryStringParameters": {},
+            "headers": {name.lower(): value for name, value in headers.items()},
+            "body": text,
+            "isBase64Encoded": encoded,
+        }
     if format == "v1":
         return {
             "resource": path,
@@ -233,8 +249,8 @@ def _loaded_type(module: str, name: str) -> type[Any] | None:
 def _post_lambda(
     handler: Callable[..., Any], body: bytes, headers: Mapping[str, str], path: str, fmt: str
 ) -> WebhookResponse:
-    if fmt not in ("v2", "v1", "url"):
-        raise ValueError(f"lambda_format must be 'v2', 'v1' or 'url', not {fmt!r}")
+    if fmt not in ("v2", "v1", "url", "alb"):
+        raise ValueError(f"lambda_format must be 'v2', 'v1', 'url' or 'alb', not {fmt!r}")
     event = lambda_event(body, headers, path=path, format=fmt)  # type: ignore[arg-type]
     result = handler(event, LambdaContext())
     if not isinstance(result, Mapping) or "statusCode" not in result:
@@ -256,7 +272,7 @@ def post_event(
 
     ``target``: a Flask app or its test client (any werkzeug test client), a
     Starlette/FastAPI app or its ``TestClient`` (any ``httpx.Client``), or an AWS Lambda
-    handler ``handler(event, context)``, called with an API Gateway or Function URL
+    handler ``handler(event, context)``, called with an API Gateway, Function URL or ALB
     event in ``lambda_format``.
     """
     if callable(getattr(target, "test_client", None)):

@@ -58,7 +58,7 @@ TARGETS = {
         'example.app if param == "app" else TestClient(example.app)',
         LOGGED,
     ),
-    "lambda_function": ("", ["v2", "v1", "url"], "example.handler", RECORDED),
+    "lambda_function": ("", ["v2", "v1", "url", "alb"], "example.handler", RECORDED),
 }
 """Per example: imports, the kinds of target, how the user's test builds one, and how it
 tells which handlers ran."""

@@ -199,13 +199,16 @@ def handler(fluxbase_secret):
     return handler
 
 
-@pytest.mark.parametrize("fmt", ["v2", "v1", "url"])
+@pytest.mark.parametrize("fmt", ["v2", "v1", "url", "alb"])
 def test_each_lambda_event_format(handler, fluxbase_post, fmt):
     response = fluxbase_post(handler, lambda_format=fmt)
     assert (response.status, response.json) == (200, {"ok": True})
     event, context = SEEN[0]
     assert context.get_remaining_time_in_millis() > 0
-    if fmt == "v1":
+    if fmt == "alb":
+        assert "elb" in event["requestContext"] and event["httpMethod"] == "POST"
+        assert event["headers"]["user-agent"] == "Fluxbase-Webhooks/1.0"
+    elif fmt == "v1":
         assert event["httpMethod"] == "POST" and event["path"] == "/webhooks/fluxbase"
         assert event["headers"]["User-Agent"] == "Fluxbase-Webhooks/1.0"
     else:
@@ -224,7 +227,7 @@ def test_a_body_that_is_not_utf8_is_base64_encoded(handler, fluxbase_post):
 
 def test_posting_to_a_lambda_handler_builds_each_event_format(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=LAMBDA_TESTS)
-    pytester.runpytest("-q").assert_outcomes(passed=4)
+    pytester.runpytest("-q").assert_outcomes(passed=5)
 
 
 def test_the_strategies_drive_a_users_property_test(pytester: pytest.Pytester) -> None:
