@@ -114,3 +114,31 @@ def test_the_opt_in_reaches_a_loopback_receiver(
     webhook = make_webhook(sender, hook_url)
     assert sender.webhooks.test(webhook.id).success
     assert len(target.requests) == 1
+
+
+class _Answers:
+    """A stand-in system resolver: the addresses a name "resolves" to."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, object]]:
+        return [
+            {"hostname": host, "host": a, "port": port, "family": 0, "proto": 0, "flags": 0}
+            for a in self.addresses
+        ]
+
+
+def test_the_connector_only_gets_vetted_addresses() -> None:
+    import asyncio
+
+    from fluxbase_receiver.sender.delivery import _GuardedResolver
+
+    async def resolve(*addresses: str) -> list[str]:
+        resolver = _GuardedResolver()
+        resolver._inner = _Answers(*addresses)  # type: ignore[assignment]
+        return [r["host"] for r in await resolver.resolve("rebinding.example", 443)]
+
+    assert asyncio.run(resolve("10.0.0.7", "93.184.215.14", "::1")) == ["93.184.215.14"]
+    with pytest.raises(DestinationRefused, match="not a public address"):
+        asyncio.run(resolve("127.0.0.1", "169.254.169.254"))
