@@ -139,7 +139,11 @@ class Receiver:
         self.tolerance = tolerance
         self.max_body_bytes = max_body_bytes
         self.store: IdempotencyStore | AsyncIdempotencyStore | None = (
-            MemoryIdempotencyStore() if idempotency is None else idempotency or None
+            MemoryIdempotencyStore()
+            if idempotency is None
+            else None
+            if idempotency is False
+            else idempotency
         )
         self._store_is_async = self.store is not None and inspect.iscoroutinefunction(
             self.store.claim

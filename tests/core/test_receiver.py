@@ -476,6 +476,18 @@ def test_async_idempotency_stores_are_awaited() -> None:
         receiver.handle(payload(), signed(payload()))
 
 
+def test_an_explicit_empty_store_is_used() -> None:
+    from fluxbase_receiver import MemoryIdempotencyStore
+
+    store = MemoryIdempotencyStore()
+    receiver = make_receiver(idempotency=store)
+    assert receiver.store is store
+    body = payload()
+    receiver.handle(body, signed(body))
+    assert len(store) == 1
+    assert receiver.handle(body, signed(body)).body["duplicate"] is True
+
+
 def test_sqlite_store_dedupes_across_receivers(tmp_path: Any) -> None:
     path = tmp_path / "idem.db"
     first = make_receiver(idempotency=SQLiteIdempotencyStore(path))
