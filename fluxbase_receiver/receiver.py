@@ -138,12 +138,10 @@ class Receiver:
         self._keys = secret_keys(secret)
         self.tolerance = tolerance
         self.max_body_bytes = max_body_bytes
+        if idempotency is None:
+            idempotency = MemoryIdempotencyStore()
         self.store: IdempotencyStore | AsyncIdempotencyStore | None = (
-            MemoryIdempotencyStore()
-            if idempotency is None
-            else None
-            if idempotency is False
-            else idempotency
+            None if idempotency is False else idempotency
         )
         self._store_is_async = self.store is not None and inspect.iscoroutinefunction(
             self.store.claim
