@@ -6,7 +6,7 @@
 >>> outcome = receiver.handle(body, headers)  # Outcome(status, body, event)
 """
 
-from fluxbase_receiver.client import FluxbaseClient
+from fluxbase_receiver.client import FluxbaseClient, fluxbase_json
 from fluxbase_receiver.errors import (
     EventInProgress,
     HandlerError,
@@ -38,7 +38,7 @@ from fluxbase_receiver.idempotency import (
     SQLiteIdempotencyStore,
     default_idempotency_key,
 )
-from fluxbase_receiver.receiver import Admitted, Headers, Outcome, Receiver
+from fluxbase_receiver.receiver import Admitted, HandlerObserver, Headers, Outcome, Receiver
 from fluxbase_receiver.signature import (
     LEGACY_SIGNATURE_HEADER,
     SIGNATURE_HEADER,
@@ -61,6 +61,7 @@ __all__ = [
     "EventInProgress",
     "FluxbaseClient",
     "HandlerError",
+    "HandlerObserver",
     "Headers",
     "IdempotencyStore",
     "InsertEvent",
@@ -84,6 +85,7 @@ __all__ = [
     "WebhookEvent",
     "__version__",
     "default_idempotency_key",
+    "fluxbase_json",
     "parse_event",
     "parse_signature_header",
     "sign_legacy",

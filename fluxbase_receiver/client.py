@@ -32,8 +32,8 @@ from fluxbase_receiver.signature import (
 __all__ = ["FluxbaseAPIError", "FluxbaseClient", "WebhooksClient"]
 
 
-def _go_json(payload: Mapping[str, Any]) -> bytes:
-    """Compact JSON as Go's ``encoding/json`` writes it (``<``, ``>``, ``&`` escaped)."""
+def fluxbase_json(payload: Mapping[str, Any]) -> bytes:
+    """Compact JSON as a Fluxbase server's Go encoder writes it (``<``, ``>``, ``&`` escaped)."""
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode("utf-8")
@@ -177,7 +177,7 @@ class FluxbaseClient:
         Fluxbase server's JSON encoder writes it, which is best effort only (key order
         and number formatting must survive your framework's JSON decoding).
         """
-        body = _go_json(payload) if isinstance(payload, Mapping) else payload
+        body = fluxbase_json(payload) if isinstance(payload, Mapping) else payload
         try:
             if signature is not None and "=" not in signature:
                 verify_legacy_signature(body, signature, secret)

@@ -45,7 +45,7 @@ from fluxbase_receiver.signature import (
     verify_with_keys,
 )
 
-__all__ = ["Admitted", "Headers", "Outcome", "Receiver"]
+__all__ = ["Admitted", "HandlerObserver", "Headers", "Outcome", "Receiver"]
 
 logger = logging.getLogger("fluxbase_receiver")
 
@@ -53,6 +53,8 @@ Headers: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
 """Request headers: any mapping, or ``(name, value)`` pairs; names match case-insensitively."""
 
 HandlerFunc = TypeVar("HandlerFunc", bound=Callable[..., Any])
+HandlerObserver: TypeAlias = Callable[[Callable[..., Any], WebhookEvent], None]
+"""Called with ``(handler, event)`` before each handler runs; see :meth:`Receiver.observe`."""
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 _SIGNATURE = SIGNATURE_HEADER.lower()
@@ -152,6 +154,7 @@ class Receiver:
         self.allow_legacy_signature = allow_legacy_signature
         self.clock = clock
         self._handlers: list[_Handler] = []
+        self._observers: list[HandlerObserver] = []
         self._routes: dict[tuple[str, str, str], tuple[_Handler, ...]] = {}
 
     def __repr__(self) -> str:
@@ -190,6 +193,20 @@ class Receiver:
             return func
 
         return register
+
+    def observe(self, observer: HandlerObserver) -> Callable[[], None]:
+        """Call ``observer(handler, event)`` just before each handler runs.
+
+        For metrics, tracing and test recorders. An observer that raises counts as a
+        failure of that handler. Returns a function that stops the observing.
+        """
+        self._observers.append(observer)
+
+        def stop() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return stop
 
     def _handlers_for(self, event: WebhookEvent) -> tuple[_Handler, ...]:
         route = (event.schema_name, event.table, event.event)
@@ -299,6 +316,8 @@ class Receiver:
         failures: list[BaseException] = []
         for handler, event in admitted.calls:
             try:
+                for observer in self._observers:
+                    observer(handler.func, event)
                 result = handler.func(event)
                 if result is not None and inspect.isawaitable(result):
                     asyncio.run(_awaited(result))
@@ -320,6 +339,8 @@ class Receiver:
         failures: list[BaseException] = []
         for handler, event in admitted.calls:
             try:
+                for observer in self._observers:
+                    observer(handler.func, event)
                 if handler.is_async:
                     await handler.func(event)
                 elif handler.threaded:

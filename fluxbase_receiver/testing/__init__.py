@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from fluxbase_receiver.client import _go_json
+from fluxbase_receiver.client import fluxbase_json
 from fluxbase_receiver.signature import (
     LEGACY_SIGNATURE_HEADER,
     SIGNATURE_HEADER,
@@ -151,7 +151,7 @@ def encode_event(payload: Mapping[str, Any] | bytes | str) -> bytes:
         return payload
     if isinstance(payload, str):
         return payload.encode("utf-8")
-    return _go_json(payload)
+    return fluxbase_json(payload)
 
 
 def sign_event(

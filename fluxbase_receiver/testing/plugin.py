@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
-import inspect
 import json
 import sys
 import threading
@@ -347,55 +345,29 @@ def _name(handler: Callable[..., Any]) -> str:
 class Recorder:
     """Records the handler calls of the receivers it watches.
 
-    ``recorder.watch(receiver)`` wraps every handler registered so far (they still run);
-    the fixture puts them back after the test. A handler is named by the function
-    itself or its (qualified) name.
+    ``recorder.watch(receiver)`` observes every handler call of ``receiver`` (through
+    :meth:`Receiver.observe`; the handlers run as usual); the fixture stops watching
+    after the test. A handler is named by the function itself or its (qualified) name.
     """
 
     def __init__(self) -> None:
         self.calls: list[HandlerCall] = []
         self._lock = threading.Lock()
-        self._watched: list[tuple[Receiver, dict[int, Any]]] = []
+        self._stops: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<Recorder calls={len(self.calls)}>"
 
     def watch(self, receiver: Receiver) -> Receiver:
         """Record every call of ``receiver``'s handlers from now on; return ``receiver``."""
-        originals: dict[int, Any] = {}
-        wrapped_handlers = []
-        for registered in receiver._handlers:
-            wrapped = dataclasses.replace(registered, func=self._wrap(registered.func))
-            originals[id(wrapped)] = registered
-            wrapped_handlers.append(wrapped)
-        receiver._handlers[:] = wrapped_handlers
-        receiver._routes.clear()
-        self._watched.append((receiver, originals))
+        self._stops.append(receiver.observe(self._record))
         return receiver
 
     def restore(self) -> None:
-        """Put the watched receivers' own handlers back."""
-        for receiver, originals in reversed(self._watched):
-            receiver._handlers[:] = [originals.get(id(h), h) for h in receiver._handlers]
-            receiver._routes.clear()
-        self._watched.clear()
-
-    def _wrap(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def record_async(event: WebhookEvent) -> Any:
-                self._record(func, event)
-                return await func(event)
-
-            return record_async
-
-        @functools.wraps(func)
-        def record(event: WebhookEvent) -> Any:
-            self._record(func, event)
-            return func(event)
-
-        return record
+        """Stop watching every receiver."""
+        for stop in self._stops:
+            stop()
+        self._stops.clear()
 
     def _record(self, func: Callable[..., Any], event: WebhookEvent) -> None:
         with self._lock:

@@ -546,3 +546,23 @@ def test_configuration_errors_are_raised_at_construction() -> None:
         Receiver("")
     with pytest.raises(ValueError):
         Receiver(SECRET, max_body_bytes=0)
+
+
+def test_observers_see_each_handler_call_until_stopped() -> None:
+    receiver = make_receiver(idempotency=False)
+    seen: list[tuple[str, str]] = []
+
+    @receiver.on("users")
+    def first(event: Any) -> None: ...
+
+    @receiver.on("*")
+    async def second(event: Any) -> None: ...
+
+    stop = receiver.observe(lambda handler, event: seen.append((handler.__name__, event.event)))
+    body = payload()
+    receiver.handle(body, signed(body))
+    asyncio.run(receiver.handle_async(body, signed(body)))
+    stop()
+    stop()  # stopping twice is harmless
+    receiver.handle(body, signed(body))
+    assert seen == [("first", "INSERT"), ("second", "INSERT")] * 2

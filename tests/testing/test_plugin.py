@@ -135,23 +135,34 @@ def test_the_plugin_is_loaded_through_its_entry_point(pytester: pytest.Pytester)
     disabled.stdout.fnmatch_lines(["*fixture 'fluxbase_secret' not found*"])
 
 
-def test_the_recorder_puts_the_handlers_back_after_the_test(pytester: pytest.Pytester) -> None:
+def test_the_recorder_stops_watching_after_the_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_user="""
         from fluxbase_receiver import Receiver
+        from fluxbase_receiver.testing import make_event, sign_event
 
-        receiver = Receiver("s")
+        receiver = Receiver("s", idempotency=False)
+        calls = []
+        recorders = []
 
         @receiver.on("*")
         def handler(event):
-            pass
+            calls.append(event)
+
+        def deliver():
+            body, headers = sign_event(make_event("INSERT"), "s")
+            assert receiver.handle(body, headers).ok
 
         def test_watch(fluxbase_recorder):
             fluxbase_recorder.watch(receiver)
-            assert receiver._handlers[0].func is not handler
+            deliver()
+            fluxbase_recorder.assert_ran(handler, times=1)
+            recorders.append(fluxbase_recorder)
 
-        def test_after(fluxbase_recorder):
-            assert receiver._handlers[0].func is handler
+        def test_after():
+            deliver()
+            assert len(calls) == 2  # the handler itself still runs
+            assert len(recorders[0].calls) == 1  # the finished test's recorder stopped
         """
     )
     pytester.runpytest("-q").assert_outcomes(passed=2)
