@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -199,7 +200,7 @@ class Sender:
 
     # -- capture ------------------------------------------------------------------
 
-    def connect(self) -> Any:
+    def connect(self) -> sqlite3.Connection:
         """A new connection to the sender's database (WAL mode, busy timeout, autocommit)."""
         return connect(sqlite_path(self.database_url))
 
