@@ -174,7 +174,7 @@ def history_table(sender: Sender, deliveries: list[Delivery]) -> str:
         rows.append((d.id[:8], d.event, d.table, d.status, str(d.attempts), last))
         if d.attempts > 1:
             for a in sender.get_attempts(d.id):
-                detail = f"{a.response_status} {a.error or ''}".strip()
+                detail = a.error or str(a.response_status)
                 rows.append(
                     ("", f"  #{a.attempt}", "", a.outcome, f"{a.duration_ms:.0f} ms", detail)
                 )
