@@ -6,7 +6,7 @@
 >>> outcome = receiver.handle(body, headers)  # Outcome(status, body, event)
 """
 
-from fluxbase_receiver.client import FluxbaseClient, fluxbase_json
+from fluxbase_receiver.client import FluxbaseAPIError, FluxbaseClient, fluxbase_json
 from fluxbase_receiver.errors import (
     EventInProgress,
     HandlerError,
@@ -59,6 +59,7 @@ __all__ = [
     "ClaimState",
     "DeleteEvent",
     "EventInProgress",
+    "FluxbaseAPIError",
     "FluxbaseClient",
     "HandlerError",
     "HandlerObserver",

@@ -52,7 +52,12 @@ def sqlite_path(database_url: str) -> str:
     prefix = "sqlite:///"
     if not database_url.startswith(prefix) or database_url == prefix:
         raise ValueError("database_url must look like sqlite:///path/to/file.db")
-    return database_url[len(prefix) :]
+    path = database_url[len(prefix) :]
+    if path == ":memory:" or path.startswith("file::memory:"):
+        raise ValueError(
+            "the sender needs a database file that every connection shares, not :memory:"
+        )
+    return path
 
 
 class Webhooks:

@@ -217,3 +217,9 @@ def test_the_signature_uses_the_configured_secret(
     assert result.status_code == 401 and not result.success
     sender.webhooks.update(webhook.id, secret=SECRET)
     assert sender.webhooks.test(webhook.id).success
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///", "postgres://x/y", "app.db"])
+def test_database_urls_must_name_a_shared_sqlite_file(url: str) -> None:
+    with pytest.raises(ValueError, match="sqlite:///path|not :memory:"):
+        Sender(url)
