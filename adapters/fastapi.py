@@ -46,13 +46,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fluxbase_receiver.adapters._common import require, settle_async, view_failed, without_claim
+from fluxbase_receiver.adapters._common import (
+    require,
+    response_headers,
+    settle_async,
+    view_failed,
+    without_claim,
+)
 
 require("fastapi", "fastapi", "FastAPI", "fastapi")
 
 from fastapi import Depends, FastAPI, HTTPException, Request  # noqa: E402
 from fastapi.params import Depends as DependsParam  # noqa: E402
-from fluxbase_receiver.adapters.starlette import read_body, to_response  # noqa: E402
+from fluxbase_receiver.adapters.starlette import read_body, scope_headers  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
@@ -87,7 +93,8 @@ class WebhookAnswered(HTTPException):
 
 async def _answer(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WebhookAnswered)  # registered for this class only
-    return to_response(exc.outcome)
+    outcome = exc.outcome
+    return Response(outcome.body_bytes(), outcome.status, response_headers(outcome))
 
 
 def install_exception_handler(app: FastAPI) -> None:
@@ -112,10 +119,11 @@ class FluxbaseWebhook:
 
     async def __call__(self, request: Request) -> AsyncIterator[WebhookEvent]:
         receiver = self.receiver
-        body = await read_body(request, receiver)
+        headers = scope_headers(request.scope)
+        body = await read_body(request.receive, request.method, headers, receiver)
         if isinstance(body, Outcome):
             raise WebhookAnswered(body)
-        admitted = await receiver.admit_async(body, request.headers)
+        admitted = await receiver.admit_async(body, headers)
         if isinstance(admitted, Outcome):
             raise WebhookAnswered(admitted)
         try:

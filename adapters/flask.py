@@ -57,9 +57,14 @@ from fluxbase_receiver.adapters._common import (
 
 require("flask", "flask", "Flask", "flask")
 
-from flask import Blueprint, Flask, request  # noqa: E402
+from flask import Blueprint, Flask, Response, request  # noqa: E402
 from flask.typing import ResponseReturnValue  # noqa: E402
-from fluxbase_receiver.adapters.wsgi import WSGIWebhookEndpoint, read_body, to_response  # noqa: E402
+from fluxbase_receiver.adapters.wsgi import (  # noqa: E402
+    WSGIWebhookEndpoint,
+    environ_headers,
+    read_body,
+    to_response,
+)
 
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
 from fluxbase_receiver.events import parse_event  # noqa: E402
@@ -105,9 +110,10 @@ class FluxbaseWebhooks:
         app.add_url_rule(self.url, self.endpoint, self._view, methods=METHODS)
 
     def _view(self) -> ResponseReturnValue:
-        body = read_body(request, self.receiver)
-        outcome = self._endpoint.answer(body, request) if isinstance(body, bytes) else body
-        return to_response(outcome)
+        headers = environ_headers(request.environ)
+        body = read_body(request, self.receiver, headers)
+        outcome = self._endpoint.answer(body, headers) if isinstance(body, bytes) else body
+        return to_response(outcome, Response)
 
 
 def webhook_view(
@@ -118,28 +124,29 @@ def webhook_view(
     def decorate(view: View[P]) -> Callable[P, ResponseReturnValue]:
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
-            body = read_body(request, receiver)
+            headers = environ_headers(request.environ)
+            body = read_body(request, receiver, headers)
             if isinstance(body, Outcome):
-                return to_response(body)
-            admitted = receiver.admit(body, request.headers)
+                return to_response(body, Response)
+            admitted = receiver.admit(body, headers)
             if isinstance(admitted, Outcome):
-                return to_response(admitted)
+                return to_response(admitted, Response)
             try:
                 event = admitted.event if model is None else parse_event(body, model)
             except InvalidPayload as error:
                 settle(receiver, admitted, ok=False)
-                return to_response(Outcome.refuse(error, admitted.event))
+                return to_response(Outcome.refuse(error, admitted.event), Response)
             outcome = receiver.process(without_claim(admitted))
             if not outcome.ok:
                 settle(receiver, admitted, ok=False)
-                return to_response(outcome)
+                return to_response(outcome, Response)
             try:
                 result = view(event, *args, **kwargs)
             except Exception as error:
                 settle(receiver, admitted, ok=False)
-                return to_response(view_failed(admitted.event, error))
+                return to_response(view_failed(admitted.event, error), Response)
             settle(receiver, admitted, ok=True)
-            return to_response(outcome) if result is None else result
+            return to_response(outcome, Response) if result is None else result
 
         return wrapper
 

@@ -50,49 +50,65 @@ from fluxbase_receiver.adapters._common import (
 
 require("starlette", "starlette", "Starlette", "starlette")
 
-from starlette.background import BackgroundTask  # noqa: E402
-from starlette.requests import ClientDisconnect, Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
+from starlette.requests import ClientDisconnect  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
-from fluxbase_receiver.receiver import Admitted, Outcome, Receiver, accepted  # noqa: E402
+from fluxbase_receiver.receiver import Admitted, Headers, Outcome, Receiver, accepted  # noqa: E402
 
 __all__ = [
     "FluxbaseASGIMiddleware",
     "WebhookEndpoint",
     "read_body",
-    "to_response",
+    "scope_headers",
+    "send_outcome",
     "webhook_endpoint",
 ]
 
 logger = logging.getLogger("fluxbase_receiver")
 
 
-def to_response(outcome: Outcome, background: BackgroundTask | None = None) -> Response:
-    """The Starlette response for an :class:`Outcome` (JSON body, its status)."""
-    return Response(
-        outcome.body_bytes(), outcome.status, response_headers(outcome), background=background
-    )
+def scope_headers(scope: Scope) -> list[tuple[str, str]]:
+    """The request headers of an ASGI ``scope`` as ``(name, value)`` strings."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
 
 
-async def read_body(request: Request, receiver: Receiver) -> bytes | Outcome:
-    """The body, read chunk by chunk; the 405/413/415 refusal instead when there is one.
+async def read_body(
+    receive: Receive, method: str, headers: Headers, receiver: Receiver
+) -> bytes | Outcome:
+    """The body, read message by message; the 405/413/415 refusal instead when there is one.
 
     Reading stops at the first chunk past ``receiver.max_body_bytes``: the rest of an
     oversized upload is never read. Raises ``ClientDisconnect`` if the client goes away.
     """
-    refusal = receiver.precheck(request.method, request.headers)
+    refusal = receiver.precheck(method, headers)
     if refusal is not None:
         return refusal
     limit = receiver.max_body_bytes
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_outcome(send: Send, outcome: Outcome) -> None:
+    """Answer with ``outcome``: its status, ``application/json`` and its JSON body."""
+    payload = outcome.body_bytes()
+    headers = [
+        (name.lower().encode(), value.encode()) for name, value in response_headers(outcome).items()
+    ]
+    headers.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class WebhookEndpoint:
@@ -114,27 +130,25 @@ class WebhookEndpoint:
         return f"<WebhookEndpoint respond={self.respond!r} deadline={self.deadline!r}>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        receiver = self.receiver
+        headers = scope_headers(scope)
         try:
-            body = await read_body(request, self.receiver)
+            body = await read_body(receive, scope["method"], headers, receiver)
         except ClientDisconnect:
             logger.info("webhook client disconnected before sending the whole body")
             return
-        response = (
-            await self.answer(body, request) if isinstance(body, bytes) else to_response(body)
-        )
-        await response(scope, receive, send)
-
-    async def answer(self, body: bytes, request: Request) -> Response:
-        """Run the pipeline on a body that was read whole."""
-        receiver = self.receiver
-        if self.respond == "after_handlers":
-            outcome = await receiver.handle_async(body, request.headers, deadline=self.deadline)
-            return to_response(outcome)
-        admitted = await receiver.admit_async(body, request.headers)
-        if isinstance(admitted, Outcome):
-            return to_response(admitted)
-        return to_response(accepted(admitted.event), BackgroundTask(self._process, admitted))
+        if isinstance(body, Outcome):
+            await send_outcome(send, body)
+        elif self.respond == "after_handlers":
+            outcome = await receiver.handle_async(body, headers, deadline=self.deadline)
+            await send_outcome(send, outcome)
+        else:
+            admitted = await receiver.admit_async(body, headers)
+            if isinstance(admitted, Outcome):
+                await send_outcome(send, admitted)
+                return
+            await send_outcome(send, accepted(admitted.event))
+            await self._process(admitted)  # after the answer, as a Starlette background task
 
     async def _process(self, admitted: Admitted) -> None:
         try:

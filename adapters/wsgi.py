@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from fluxbase_receiver.adapters._common import (
@@ -50,29 +51,47 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge  # noq
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
-from fluxbase_receiver.receiver import Admitted, Outcome, Receiver, accepted  # noqa: E402
+from fluxbase_receiver.receiver import Admitted, Headers, Outcome, Receiver, accepted  # noqa: E402
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["FluxbaseWSGIMiddleware", "WSGIWebhookEndpoint", "read_body", "to_response"]
+__all__ = [
+    "FluxbaseWSGIMiddleware",
+    "WSGIWebhookEndpoint",
+    "environ_headers",
+    "read_body",
+    "to_response",
+]
 
 logger = logging.getLogger("fluxbase_receiver")
 
 
-def to_response(outcome: Outcome) -> Response:
-    """The werkzeug response for an :class:`Outcome` (JSON body, its status)."""
-    return Response(outcome.body_bytes(), outcome.status, response_headers(outcome))
+def to_response(outcome: Outcome, response_class: type[Response] = Response) -> Response:
+    """The response for an :class:`Outcome` (JSON body, its status)."""
+    return response_class(outcome.body_bytes(), outcome.status, response_headers(outcome))
 
 
-def read_body(request: Request, receiver: Receiver) -> bytes | Outcome:
+def environ_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
+    """The request headers as ``(name, value)`` pairs, read straight from the environ."""
+    headers = [
+        (key[5:].replace("_", "-"), value) for key, value in environ.items() if key[:5] == "HTTP_"
+    ]
+    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+        if environ.get(key):
+            headers.append((name, environ[key]))
+    return headers
+
+
+def read_body(request: Request, receiver: Receiver, headers: Headers) -> bytes | Outcome:
     """The body, reading at most one byte past the limit; or the 405/413/415 refusal.
 
     The limit is the smaller of ``receiver.max_body_bytes`` and the request's own
     ``max_content_length`` (Flask's ``MAX_CONTENT_LENGTH``). The body stays cached on the
-    request (``request.get_data()`` gives it again).
+    request (``request.get_data()`` gives it again). ``headers`` are the request's
+    (:func:`environ_headers`).
     """
-    refusal = receiver.precheck(request.method, request.headers, request.content_length)
+    refusal = receiver.precheck(request.method, headers, request.content_length)
     if refusal is not None:
         return refusal
     own = request.max_content_length
@@ -124,16 +143,21 @@ class WSGIWebhookEndpoint:
         return f"<WSGIWebhookEndpoint respond={self.respond!r} deadline={self.deadline!r}>"
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        request = Request(environ)
-        body = read_body(request, self.receiver)
-        outcome = self.answer(body, request) if isinstance(body, bytes) else body
-        return to_response(outcome)(environ, start_response)
+        headers = environ_headers(environ)
+        body = read_body(Request(environ), self.receiver, headers)
+        outcome = self.answer(body, headers) if isinstance(body, bytes) else body
+        payload = outcome.body_bytes()
+        start_response(
+            f"{outcome.status} {HTTPStatus(outcome.status).phrase}",
+            [*response_headers(outcome).items(), ("Content-Length", str(len(payload)))],
+        )
+        return [payload]
 
-    def answer(self, body: bytes, request: Request) -> Outcome:
+    def answer(self, body: bytes, headers: Headers) -> Outcome:
         """Run the pipeline on a body that was read whole."""
         if self._pool is None:
-            return self.receiver.handle(body, request.headers)
-        admitted = self.receiver.admit(body, request.headers)
+            return self.receiver.handle(body, headers)
+        admitted = self.receiver.admit(body, headers)
         if isinstance(admitted, Outcome):
             return admitted
         future = self._pool.submit(lambda: self._process(admitted))

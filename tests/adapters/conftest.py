@@ -112,10 +112,10 @@ def run_waitress(app: Callable[..., Any]) -> Iterator[str]:
 
     (``tests.servers.run_wsgi`` passes ``_quiet``, which waitress 3 refuses.)
     """
-    from waitress.server import create_server
+    from waitress.server import create_server  # type: ignore[import-untyped]
 
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    port = server.effective_port  # type: ignore[union-attr]
+    port = server.effective_port
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

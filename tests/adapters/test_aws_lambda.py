@@ -35,7 +35,7 @@ def lambda_event(
     extra_headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``source``'s event document carrying ``body``, signed unless ``signature`` is given."""
-    event = copy.deepcopy(TEMPLATES[source])
+    event: dict[str, Any] = copy.deepcopy(TEMPLATES[source])
     encode = event["isBase64Encoded"] if base64_body is None else base64_body
     event["body"] = base64.b64encode(body).decode() if encode else body.decode()
     event["isBase64Encoded"] = encode

@@ -78,7 +78,8 @@ def test_reads_at_most_one_byte_past_the_limit(chunked: bool) -> None:
         environ["wsgi.input"] = inputs[-1]
         if not chunked:  # a body whose length the server does not pass on
             environ.pop("CONTENT_LENGTH", None)
-        return middleware(environ, start_response)
+        answer: Iterable[bytes] = middleware(environ, start_response)
+        return answer
 
     def upload() -> Iterator[bytes]:
         yield from (b"x" * 65_536 for _ in range(80))  # 5 MiB

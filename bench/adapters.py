@@ -1,0 +1,355 @@
+"""Requests/s through each adapter, against the same framework's bare endpoint.
+
+Every figure is measured in this run, in process (no sockets), as this process's CPU time
+(so other load on the machine does not count): ASGI apps are called with
+a prepared scope and ``receive``/``send``, WSGI apps with a prepared environ, the Lambda
+handler with prepared event documents. Each request carries a distinct, correctly
+signed INSERT event (signing happens before timing) and the receiver runs one trivial
+handler registered with ``threaded=False``, so the core does the same work everywhere.
+
+For each adapter it prints the bare endpoint's and the adapter's requests/s, the time the
+adapter adds per request (adapter - bare), the core's ``Receiver.handle`` time per request
+alone, and their ratio. Goal: added / handle <= 1.20.
+
+    python bench/adapters.py [--requests 1500] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI, Request
+from flask import Flask
+from flask import request as flask_request
+from fluxbase_receiver.adapters.aws_lambda import lambda_handler
+from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
+from fluxbase_receiver.adapters.flask import FluxbaseWebhooks
+from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_endpoint
+from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fluxbase_receiver import Receiver, sign_payload
+
+SECRET = "bench-secret"
+PATH = "/webhooks/fluxbase"
+Signed = tuple[bytes, list[tuple[str, str]]]
+
+
+def signed_requests(count: int, round_no: int) -> list[Signed]:
+    requests = []
+    for n in range(count):
+        record = {"id": n, "round": round_no, "email": f"user{n}@example.com", "name": "Ada"}
+        body = json.dumps(
+            {
+                "event": "INSERT",
+                "table": "users",
+                "schema": "public",
+                "record": record,
+                "old_record": None,
+                "timestamp": "2026-11-27T03:30:00.123456789Z",
+            }
+        ).encode()
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            ("user-agent", "Fluxbase-Webhooks/1.0"),
+            ("x-fluxbase-signature", sign_payload(body, SECRET)),
+        ]
+        requests.append((body, headers))
+    return requests
+
+
+def new_receiver() -> Receiver:
+    receiver = Receiver(SECRET)
+    receiver.on("users", threaded=False)(lambda event: None)
+    return receiver
+
+
+# -- drivers: run prepared requests through an app, return seconds --------------------
+
+
+def time_asgi(app: Any, requests: list[Signed]) -> float:
+    scopes = [
+        {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": PATH,
+            "raw_path": PATH.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(k.encode(), v.encode()) for k, v in headers],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        for _, headers in requests
+    ]
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def run() -> float:
+        start = time.process_time()
+        for scope, (body, _) in zip(scopes, requests, strict=True):
+            messages = iter(({"type": "http.request", "body": body, "more_body": False},))
+
+            async def receive(messages: Any = messages) -> dict[str, Any]:
+                return next(messages, {"type": "http.disconnect"})
+
+            await app(scope, receive, send)
+        return time.process_time() - start
+
+    elapsed = asyncio.run(run())
+    check(statuses)
+    return elapsed
+
+
+def time_wsgi(app: Callable[..., Iterable[bytes]], requests: list[Signed]) -> float:
+    environs = []
+    for body, headers in requests:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "POST",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": PATH,
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        for name, value in headers:
+            key = name.upper().replace("-", "_")
+            environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+        environs.append(environ)
+    statuses: list[int] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(int(status[:3]))
+
+    start = time.process_time()
+    for environ in environs:
+        result = app(environ, start_response)
+        for _ in result:
+            pass
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    elapsed = time.process_time() - start
+    check(statuses)
+    return elapsed
+
+
+def time_lambda(handler: Callable[[Any, Any], dict[str, Any]], requests: list[Signed]) -> float:
+    events = [
+        {
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": PATH,
+            "headers": dict(headers),
+            "requestContext": {"http": {"method": "POST", "path": PATH}},
+            "body": base64.b64encode(body).decode(),
+            "isBase64Encoded": True,
+        }
+        for body, headers in requests
+    ]
+    start = time.process_time()
+    statuses = [handler(event, None)["statusCode"] for event in events]
+    elapsed = time.process_time() - start
+    check(statuses)
+    return elapsed
+
+
+def time_core(receiver: Receiver, requests: list[Signed]) -> float:
+    start = time.process_time()
+    statuses = [receiver.handle(body, headers).status for body, headers in requests]
+    elapsed = time.process_time() - start
+    check(statuses)
+    return elapsed
+
+
+def check(statuses: list[int]) -> None:
+    if set(statuses) != {200}:
+        raise SystemExit(f"unexpected statuses {sorted(set(statuses))}")
+
+
+# -- the apps: bare endpoints that read the body and answer 200, and the adapters -----------
+
+
+async def bare_starlette_endpoint(request: Any) -> Response:
+    await request.body()
+    return Response(b'{"ok":true}', media_type="application/json")
+
+
+def bare_starlette(_: Receiver) -> Any:
+    return Starlette(routes=[Route(PATH, bare_starlette_endpoint, methods=["POST"])])
+
+
+def starlette_adapter(receiver: Receiver) -> Any:
+    return Starlette(routes=[Route(PATH, webhook_endpoint(receiver))])
+
+
+async def bare_asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+
+def bare_asgi(_: Receiver) -> Any:
+    return bare_asgi_app
+
+
+def asgi_middleware(receiver: Receiver) -> Any:
+    return FluxbaseASGIMiddleware(bare_asgi_app, receiver)
+
+
+def bare_fastapi(_: Receiver) -> Any:
+    app = FastAPI()
+
+    @app.post(PATH)
+    async def hook(request: Request) -> dict[str, bool]:
+        await request.body()
+        return {"ok": True}
+
+    return app
+
+
+def fastapi_adapter(receiver: Receiver) -> Any:
+    app = FastAPI()
+    install_exception_handler(app)
+    webhook = FluxbaseWebhook(receiver)
+
+    @app.post(PATH)
+    async def hook(event: Any = webhook.depends) -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+def bare_flask(_: Receiver) -> Any:
+    app = Flask("bench")
+
+    @app.post(PATH)
+    def hook() -> tuple[str, int]:
+        flask_request.get_data()
+        return '{"ok":true}', 200
+
+    return app
+
+
+def flask_adapter(receiver: Receiver) -> Any:
+    app = Flask("bench")
+    FluxbaseWebhooks(app, receiver)
+    return app
+
+
+def bare_wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"ok":true}']
+
+
+def bare_wsgi(_: Receiver) -> Any:
+    return bare_wsgi_app
+
+
+def wsgi_middleware(receiver: Receiver) -> Any:
+    return FluxbaseWSGIMiddleware(bare_wsgi_app, receiver)
+
+
+def bare_lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    base64.b64decode(event["body"])
+    return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": "{}"}
+
+
+def bare_lambda(_: Receiver) -> Any:
+    return bare_lambda_handler
+
+
+def lambda_adapter(receiver: Receiver) -> Any:
+    return lambda_handler(receiver)
+
+
+Driver = Callable[[Any, list[Signed]], float]
+PAIRS: list[tuple[str, Driver, Callable[[Receiver], Any], Callable[[Receiver], Any]]] = [
+    ("Starlette webhook_endpoint", time_asgi, bare_starlette, starlette_adapter),
+    ("FluxbaseASGIMiddleware", time_asgi, bare_asgi, asgi_middleware),
+    ("FastAPI FluxbaseWebhook", time_asgi, bare_fastapi, fastapi_adapter),
+    ("Flask FluxbaseWebhooks", time_wsgi, bare_flask, flask_adapter),
+    ("FluxbaseWSGIMiddleware", time_wsgi, bare_wsgi, wsgi_middleware),
+    ("Lambda lambda_handler", time_lambda, bare_lambda, lambda_adapter),
+]
+
+
+def run(driver: Driver, make_app: Callable[[Receiver], Any], requests: list[Signed]) -> float:
+    """Time ``requests`` through the app ``make_app`` builds around a fresh receiver."""
+    return driver(make_app(new_receiver()), requests)
+
+
+def per_request(count: int, round_no: int, measure: Callable[[list[Signed]], float]) -> float:
+    """Seconds per request for ``count`` fresh, distinct events, with the collector paused."""
+    requests = signed_requests(count, round_no)
+    gc.collect()
+    gc.disable()
+    try:
+        return measure(requests) / count
+    finally:
+        gc.enable()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    count, rounds = args.requests, args.rounds
+
+    print(f"{count} requests x {rounds} rounds each; best round; core measured beside each pair")
+    print()
+    header = f"{'adapter':28} {'bare req/s':>11} {'adapter req/s':>14} {'added µs':>9}"
+    print(f"{header} {'handle µs':>10} {'ratio':>6}")
+    worst = 0.0
+    for name, driver, bare, adapter in PAIRS:
+        core_s = bare_s = adapter_s = float("inf")
+        for r in range(rounds):  # interleaved, so a noisy moment hits all three alike
+            core_s = min(core_s, per_request(count, r, lambda q: time_core(new_receiver(), q)))
+            bare_s = min(bare_s, per_request(count, r, partial(run, driver, bare)))
+            adapter_s = min(adapter_s, per_request(count, r, partial(run, driver, adapter)))
+        added = adapter_s - bare_s
+        ratio = added / core_s
+        worst = max(worst, ratio)
+        print(
+            f"{name:28} {1 / bare_s:11,.0f} {1 / adapter_s:14,.0f} "
+            f"{added * 1e6:9.1f} {core_s * 1e6:10.1f} {ratio:6.2f}"
+        )
+    print()
+    print(f"ratio = (adapter - bare) / core Receiver.handle; goal <= 1.20; worst {worst:.2f}")
+
+
+if __name__ == "__main__":
+    main()
