@@ -42,7 +42,6 @@ from http import HTTPStatus
 from typing import Any
 
 from fluxbase_receiver.adapters._common import response_headers
-
 from fluxbase_receiver.errors import InvalidPayload
 from fluxbase_receiver.receiver import Outcome, Receiver
 

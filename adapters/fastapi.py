@@ -58,9 +58,9 @@ require("fastapi", "fastapi", "FastAPI", "fastapi")
 
 from fastapi import Depends, FastAPI, HTTPException, Request  # noqa: E402
 from fastapi.params import Depends as DependsParam  # noqa: E402
-from fluxbase_receiver.adapters.starlette import read_body, scope_headers  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
+from fluxbase_receiver.adapters.starlette import read_body, scope_headers  # noqa: E402
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
 from fluxbase_receiver.events import WebhookEvent, event_adapter, parse_event  # noqa: E402
 from fluxbase_receiver.receiver import Outcome, Receiver  # noqa: E402

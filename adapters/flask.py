@@ -59,13 +59,13 @@ require("flask", "flask", "Flask", "flask")
 
 from flask import Blueprint, Flask, Response, request  # noqa: E402
 from flask.typing import ResponseReturnValue  # noqa: E402
+
 from fluxbase_receiver.adapters.wsgi import (  # noqa: E402
     WSGIWebhookEndpoint,
     environ_headers,
     read_body,
     to_response,
 )
-
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
 from fluxbase_receiver.events import parse_event  # noqa: E402
 from fluxbase_receiver.receiver import Outcome, Receiver  # noqa: E402
@@ -75,7 +75,7 @@ __all__ = ["FluxbaseWebhooks", "webhook_view"]
 P = ParamSpec("P")
 View = Callable[Concatenate[Any, P], ResponseReturnValue | None]
 
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 """Routed to the webhook view so it answers 405 in the webhook's JSON shape itself."""
 
 
@@ -96,7 +96,7 @@ class FluxbaseWebhooks:
         self.receiver = receiver
         self.url = url
         self.endpoint = endpoint
-        self._endpoint = WSGIWebhookEndpoint(
+        self._webhook = WSGIWebhookEndpoint(
             receiver, respond=respond, deadline=deadline, workers=workers
         )
         if app is not None:
@@ -107,12 +107,14 @@ class FluxbaseWebhooks:
 
     def init_app(self, app: Flask | Blueprint) -> None:
         """Add the webhook URL rule to ``app``."""
-        app.add_url_rule(self.url, self.endpoint, self._view, methods=METHODS)
+        app.add_url_rule(
+            self.url, self.endpoint, self._view, methods=METHODS, provide_automatic_options=False
+        )
 
     def _view(self) -> ResponseReturnValue:
         headers = environ_headers(request.environ)
         body = read_body(request, self.receiver, headers)
-        outcome = self._endpoint.answer(body, headers) if isinstance(body, bytes) else body
+        outcome = self._webhook.answer(body, headers) if isinstance(body, bytes) else body
         return to_response(outcome, Response)
 
 

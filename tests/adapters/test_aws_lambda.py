@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fluxbase_receiver.adapters.aws_lambda import lambda_handler, read_event
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fluxbase_receiver import Receiver, sign_payload
+from fluxbase_receiver.adapters.aws_lambda import lambda_handler, read_event
 from tests.adapters.conftest import SECRET, event_body, load_example
 from tests.servers import ROOT
 

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
-from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
 from pydantic import BaseModel
 
 from fluxbase_receiver import InsertEvent, Receiver, UpdateEvent
+from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
 from tests.adapters.conftest import PATH, SECRET, event_body, signed_headers
 from tests.servers import run_asgi
 

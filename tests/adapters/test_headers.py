@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fluxbase_receiver.adapters.starlette import scope_headers
-from fluxbase_receiver.adapters.wsgi import environ_headers
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fluxbase_receiver import Receiver, sign_payload
+from fluxbase_receiver.adapters.starlette import scope_headers
+from fluxbase_receiver.adapters.wsgi import environ_headers
 from tests.adapters.conftest import SECRET
 
 names = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,8}(-[A-Za-z0-9]{1,8}){0,2}", fullmatch=True)

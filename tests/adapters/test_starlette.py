@@ -7,11 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_endpoint
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from fluxbase_receiver import Receiver
+from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_endpoint
 from tests.adapters.conftest import PATH, SECRET, Gate, event_body, signed_headers
 from tests.servers import run_asgi
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask
-from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
 
 from fluxbase_receiver import Receiver
+from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
 from tests.adapters.conftest import PATH, SECRET, Gate, event_body, run_waitress, signed_headers
 
 
@@ -177,3 +179,23 @@ def test_deadline_answers_202_and_lets_handlers_finish() -> None:
         while (again := post(client, body)).status_code == 409:
             pass
         assert again.json() == {"ok": True, "duplicate": True}
+
+
+def test_a_body_shorter_than_its_content_length_is_400() -> None:
+    """Called in process: a real server waits for the whole body before calling the app."""
+    statuses: list[str] = []
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "1000",
+        "HTTP_X_FLUXBASE_SIGNATURE": "t=1,v1=00",
+        "wsgi.input": io.BytesIO(b'{"event": "INS'),
+    }
+    app = FluxbaseWSGIMiddleware(bare, Receiver(SECRET))
+    body = b"".join(app(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["400 Bad Request"]
+    assert json.loads(body) == {
+        "error": "invalid_payload",
+        "message": "the body ended before its Content-Length",
+    }
