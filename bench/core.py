@@ -37,7 +37,12 @@ def update_body(n: int) -> bytes:
         "currency": "EUR",
         "total": 1249.5,
         "items": [{"sku": f"SKU-{i:04d}", "quantity": i + 1, "price": 19.99 + i} for i in range(6)],
-        "shipping_address": {"line1": "1 Rue de la Paix", "city": "Paris", "postcode": "75002", "country": "FR"},
+        "shipping_address": {
+            "line1": "1 Rue de la Paix",
+            "city": "Paris",
+            "postcode": "75002",
+            "country": "FR",
+        },
         "note": "Leave at the door — merci ☃",
         "created_at": "2025-11-02T10:30:00.123456Z",
         "updated_at": "2025-11-02T10:31:00.654321Z",
@@ -145,12 +150,13 @@ def main() -> None:
     )
     ours_rate = results["fluxbase-receiver Receiver.handle"]
     floor_rate = results["floor (hmac + model_validate_json)"]
+    svix_rate = results["svix Webhook.verify (no decoding)"]
     print(f"{EVENTS} distinct UPDATE events of {size:.0f} bytes, best of {ROUNDS} rounds\n")
     print(f"{'implementation':<40} {'events/s':>10} {'µs/event':>9} {'ours ÷ it':>10}")
     for name, value in results.items():
         print(f"{name:<40} {value:>10,.0f} {1e6 / value:>9.1f} {ours_rate / value:>9.2f}x")
     print(
-        f"\nfluxbase-receiver: {ours_rate / results['svix Webhook.verify (no decoding)']:.2f}x svix (goal ≥ 1.5x), "
+        f"\nfluxbase-receiver: {ours_rate / svix_rate:.2f}x svix (goal ≥ 1.5x), "
         f"{ours_rate / floor_rate:.2f}x the floor (goal ≥ 0.75x)"
     )
 

@@ -27,11 +27,11 @@ SECRET = "bench-secret"
 
 
 def receiver_app():  # type: ignore[no-untyped-def]
-    from fluxbase_receiver.adapters.starlette import webhook_endpoint
     from starlette.applications import Starlette
     from starlette.routing import Route
 
     from fluxbase_receiver import Receiver
+    from fluxbase_receiver.adapters.starlette import webhook_endpoint
 
     receiver = Receiver(SECRET)
 

@@ -25,8 +25,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fluxbase_receiver.sender.models import Webhook, WebhookValidationError
-from fluxbase_receiver.sender.sender import Sender
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +33,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fluxbase_receiver.errors import WebhookError
+from fluxbase_receiver.sender.models import Webhook, WebhookValidationError
+from fluxbase_receiver.sender.sender import Sender
 
 __all__ = ["management_app"]
 

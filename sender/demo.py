@@ -22,14 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
-from fluxbase_receiver.adapters.starlette import webhook_endpoint
-from fluxbase_receiver.sender.models import Delivery
-from fluxbase_receiver.sender.sender import Sender
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from fluxbase_receiver import DeleteEvent, InsertEvent, Receiver, UpdateEvent
+from fluxbase_receiver.adapters.starlette import webhook_endpoint
+from fluxbase_receiver.sender.models import Delivery
+from fluxbase_receiver.sender.sender import Sender
 
 __all__ = ["main"]
 

@@ -122,8 +122,30 @@ class Webhooks:
         """Send one event now (by default Fluxbase's TEST event), record it, report it.
 
         Sent even when the webhook is disabled or does not subscribe to ``table``; it is
-        attempted once, not retried.
+        attempted once, not retried. From async code, await :meth:`test_async`.
         """
+        return asyncio.run(
+            self.test_async(
+                webhook_id,
+                event=event,
+                table=table,
+                record=record,
+                old_record=old_record,
+                schema=schema,
+            )
+        )
+
+    async def test_async(
+        self,
+        webhook_id: str,
+        *,
+        event: str = "TEST",
+        table: str = "test",
+        record: Any = None,
+        old_record: Any = None,
+        schema: str = "public",
+    ) -> TestResult:
+        """:meth:`test` for async code."""
         self.get(webhook_id)
         captured = new_event(
             event,
@@ -134,7 +156,7 @@ class Webhooks:
             time.time(),
         )
         (delivery_id,) = self._store.add_event(captured, only_webhook=webhook_id, max_attempts=1)
-        result = asyncio.run(self._sender._send_now(delivery_id))
+        result = await self._sender._send_now(delivery_id)
         return TestResult(
             success=result.ok,
             status_code=result.status,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fluxbase_receiver.sender import Sender, Webhook
 
+from fluxbase_receiver.sender import Sender, Webhook
 from tests.sender.receivers import SECRET, ScriptedReceiver, serving
 
 

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fluxbase_receiver.adapters.starlette import webhook_endpoint
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from fluxbase_receiver import Receiver, WebhookEvent
+from fluxbase_receiver.adapters.starlette import webhook_endpoint
 from tests.servers import run_asgi
 
 SECRET = "whsec-test-secret"

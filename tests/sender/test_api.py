@@ -7,11 +7,11 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from fluxbase_receiver.sender import Sender
-from fluxbase_receiver.sender.api import MAX_BODY, management_app
 
 from fluxbase_receiver import FluxbaseClient
 from fluxbase_receiver.client import FluxbaseAPIError
+from fluxbase_receiver.sender import Sender
+from fluxbase_receiver.sender.api import MAX_BODY, management_app
 from tests.sender.receivers import SECRET, ScriptedReceiver
 from tests.servers import run_asgi
 

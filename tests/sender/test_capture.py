@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from fluxbase_receiver.sender import Sender
 
 from fluxbase_receiver import DeleteEvent, InsertEvent, UpdateEvent
+from fluxbase_receiver.sender import Sender
 from tests.sender.conftest import make_webhook
 from tests.sender.receivers import ScriptedReceiver
 

@@ -7,10 +7,9 @@ import time
 from datetime import timedelta
 from email.utils import formatdate
 
+from fluxbase_receiver import UpdateEvent, verify_legacy_signature, verify_signature
 from fluxbase_receiver.sender import Sender, Webhook
 from fluxbase_receiver.sender.delivery import MAX_STORED_BODY
-
-from fluxbase_receiver import UpdateEvent, verify_legacy_signature, verify_signature
 from tests.sender.conftest import deliver_all, make_webhook
 from tests.sender.receivers import SECRET, Answer, ScriptedReceiver
 

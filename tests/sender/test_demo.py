@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from fluxbase_receiver.sender.demo import main
 
 COMMAND = Path(sys.executable).parent / "fluxbase-receiver"

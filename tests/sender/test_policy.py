@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 from email.utils import formatdate
 
-from fluxbase_receiver.sender.capture import new_event, wire_body
-from fluxbase_receiver.sender.delivery import backoff_delay, parse_retry_after
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fluxbase_receiver import parse_event
+from fluxbase_receiver.sender.capture import new_event, wire_body
+from fluxbase_receiver.sender.delivery import backoff_delay, parse_retry_after
 
 
 @given(st.integers(min_value=0, max_value=10**9))

@@ -6,10 +6,10 @@ import ipaddress
 from collections.abc import Iterator
 
 import pytest
-from fluxbase_receiver.sender import DestinationRefused, Sender, check_address
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fluxbase_receiver.sender import DestinationRefused, Sender, check_address
 from tests.sender.conftest import make_webhook
 from tests.sender.receivers import ScriptedReceiver
 

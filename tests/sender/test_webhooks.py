@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
-from fluxbase_receiver.sender import NotFound, Sender, WebhookSpec, WebhookValidationError
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fluxbase_receiver import TestEvent, UpdateEvent
+from fluxbase_receiver.sender import NotFound, Sender, WebhookSpec, WebhookValidationError
 from tests.sender.conftest import deliver_all, make_webhook
 from tests.sender.receivers import SECRET, Answer, ScriptedReceiver
 
@@ -181,6 +182,20 @@ def test_test_sends_fluxbase_test_event(
     assert (delivery.id, delivery.event, delivery.status) == (result.delivery_id, "TEST", "success")
 
 
+def test_test_async_works_inside_a_running_event_loop(
+    sender: Sender, target: ScriptedReceiver, webhook: Any
+) -> None:
+    async def from_async_code() -> Any:
+        return await sender.webhooks.test_async(
+            webhook.id, event="INSERT", table="orders", record={"id": 3}
+        )
+
+    result = asyncio.run(from_async_code())
+    assert result.success
+    (event,) = target.events
+    assert (event.event, event.table, event.record) == ("INSERT", "orders", {"id": 3})
+
+
 def test_test_sends_a_given_event_even_to_a_disabled_webhook(
     sender: Sender, target: ScriptedReceiver, hook_url: str
 ) -> None:
@@ -221,5 +236,5 @@ def test_the_signature_uses_the_configured_secret(
 
 @pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite:///", "postgres://x/y", "app.db"])
 def test_database_urls_must_name_a_shared_sqlite_file(url: str) -> None:
-    with pytest.raises(ValueError, match="sqlite:///path|not :memory:"):
+    with pytest.raises(ValueError, match=r"sqlite:///path|not :memory:"):
         Sender(url)

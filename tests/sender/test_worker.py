@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Callable
 
 from fluxbase_receiver.sender import Sender
-
 from tests.sender.conftest import make_webhook
 from tests.sender.receivers import ScriptedReceiver, serving
 from tests.servers import ROOT
