@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-from fluxbase_receiver import sign_payload
+from fluxbase_receiver import MemoryIdempotencyStore, sign_payload
 from tests.servers import wait_for_port
 
 SECRET = "whsec_adapter-tests"
@@ -64,6 +64,22 @@ class Gate:
             raise TimeoutError("the test never released the handler")
 
 
+class WatchedStore(MemoryIdempotencyStore):
+    """The in-memory store, counting in ``settled`` each claim completed or released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled = threading.Semaphore(0)
+
+    def complete(self, key: str, ttl: float) -> None:
+        super().complete(key, ttl)
+        self.settled.release()
+
+    def release(self, key: str) -> None:
+        super().release(key)
+        self.settled.release()
+
+
 class Calls:
     """Records the events a handler saw (thread-safe)."""
 
@@ -103,7 +119,8 @@ def partial_upload(url: str, declared: int | None, send: int) -> str:
         sock.sendall(head.encode())
         for _ in range(send // len(chunk)):
             sock.sendall(b"10000\r\n" + chunk + b"\r\n" if declared is None else chunk)
-        return sock.makefile("rb").readline().decode().strip()
+        with sock.makefile("rb") as reader:
+            return reader.readline().decode().strip()
 
 
 @contextmanager
