@@ -23,7 +23,8 @@ With an application factory or a Blueprint::
     webhooks.init_app(blueprint)
 
 Or decorate your own view, which is handed the verified (typed) event and may return any
-Flask response (``None`` answers ``{"ok": true}``)::
+Flask response (``None`` answers ``{"ok": true}``); methods the route does not list get
+Flask's own 405::
 
     @app.post("/webhooks/orders")
     @webhook_view(receiver, model=Order)

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import urlsplit
 
 from fluxbase_receiver import MemoryIdempotencyStore, sign_payload
 from tests.servers import wait_for_port
 
 SECRET = "whsec_adapter-tests"
-os.environ["FLUXBASE_WEBHOOK_SECRET"] = SECRET
 PATH = "/webhooks/fluxbase"
 
 
@@ -97,8 +97,10 @@ class Calls:
 
 
 def load_example(name: str) -> ModuleType:
-    """Import ``examples.<name>`` with the test secret in ``FLUXBASE_WEBHOOK_SECRET``."""
-    return importlib.import_module(f"examples.{name}")
+    """Import ``examples.<name>`` with the test secret in ``FLUXBASE_WEBHOOK_SECRET``
+    (the examples read it once, when imported)."""
+    with patch.dict(os.environ, {"FLUXBASE_WEBHOOK_SECRET": SECRET}):
+        return importlib.import_module(f"examples.{name}")
 
 
 def partial_upload(url: str, declared: int | None, send: int) -> str:
