@@ -58,6 +58,7 @@ require("fastapi", "fastapi", "FastAPI", "fastapi")
 
 from fastapi import Depends, FastAPI, HTTPException, Request  # noqa: E402
 from fastapi.params import Depends as DependsParam  # noqa: E402
+from starlette.requests import ClientDisconnect  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from fluxbase_receiver.adapters.starlette import read_body, scope_headers  # noqa: E402
@@ -120,7 +121,12 @@ class FluxbaseWebhook:
     async def __call__(self, request: Request) -> AsyncIterator[WebhookEvent]:
         receiver = self.receiver
         headers = scope_headers(request.scope)
-        body = await read_body(request.receive, request.method, headers, receiver)
+        try:
+            body = await read_body(request.receive, request.method, headers, receiver)
+        except ClientDisconnect:  # nobody to answer; no server error either
+            raise WebhookAnswered(
+                Outcome.refuse(InvalidPayload("the body never arrived"))
+            ) from None
         if isinstance(body, Outcome):
             raise WebhookAnswered(body)
         admitted = await receiver.admit_async(body, headers)
