@@ -270,6 +270,12 @@ class Receiver:
         key = self.idempotency_key(event) if self.store is not None else None
         return Admitted(event, key, calls)
 
+    def _read_or_refuse(self, body: bytes, headers: Headers, method: str) -> Admitted | Outcome:
+        try:
+            return self._read(body, headers, method)
+        except WebhookError as error:
+            return _refused(error)
+
     def _claimed(self, admitted: Admitted, state: ClaimState | None) -> Admitted | Outcome:
         if state is ClaimState.DONE:
             return Outcome(200, {"ok": True, "duplicate": True}, admitted.event)
@@ -286,11 +292,8 @@ class Receiver:
         Returns the :class:`Admitted` event to pass to :meth:`process`, or the
         :class:`Outcome` that answers the request now (a refusal or a duplicate).
         """
-        try:
-            admitted = self._read(body, headers, method)
-        except WebhookError as error:
-            return _refused(error)
-        if admitted.key is None:
+        admitted = self._read_or_refuse(body, headers, method)
+        if isinstance(admitted, Outcome) or admitted.key is None:
             return admitted
         if self._store_is_async:
             raise TypeError("an async idempotency store needs handle_async / admit_async")
@@ -301,11 +304,8 @@ class Receiver:
         self, body: bytes, headers: Headers, method: str = "POST"
     ) -> Admitted | Outcome:
         """:meth:`admit` for async code (awaits an async idempotency store)."""
-        try:
-            admitted = self._read(body, headers, method)
-        except WebhookError as error:
-            return _refused(error)
-        if admitted.key is None:
+        admitted = self._read_or_refuse(body, headers, method)
+        if isinstance(admitted, Outcome) or admitted.key is None:
             return admitted
         result = self.store.claim(admitted.key, self.processing_ttl)  # type: ignore[union-attr]
         state = await result if inspect.isawaitable(result) else result
