@@ -31,16 +31,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from flask import Flask
 from flask import request as flask_request
-from fluxbase_receiver.adapters.aws_lambda import lambda_handler
-from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
-from fluxbase_receiver.adapters.flask import FluxbaseWebhooks
-from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_endpoint
-from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
 from fluxbase_receiver import Receiver, sign_payload
+from fluxbase_receiver.adapters.aws_lambda import lambda_handler
+from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
+from fluxbase_receiver.adapters.flask import FluxbaseWebhooks
+from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_endpoint
+from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
 
 SECRET = "bench-secret"
 PATH = "/webhooks/fluxbase"

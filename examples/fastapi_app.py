@@ -14,9 +14,9 @@ import os
 from typing import Annotated
 
 from fastapi import FastAPI
-from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
 
 from fluxbase_receiver import DeleteEvent, InsertEvent, Receiver, TestEvent, UpdateEvent
+from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
 
 logging.basicConfig(level=logging.INFO)
 logger = logging.getLogger("examples.fastapi_app")

@@ -12,9 +12,9 @@ import logging
 import os
 
 from flask import Flask
-from fluxbase_receiver.adapters.flask import FluxbaseWebhooks
 
 from fluxbase_receiver import Receiver, WebhookEvent
+from fluxbase_receiver.adapters.flask import FluxbaseWebhooks
 
 logging.basicConfig(level=logging.INFO)
 logger = logging.getLogger("examples.flask_app")

@@ -18,9 +18,8 @@ import logging
 import os
 import sys
 
-from fluxbase_receiver.adapters.aws_lambda import lambda_handler
-
 from fluxbase_receiver import Receiver, WebhookEvent
+from fluxbase_receiver.adapters.aws_lambda import lambda_handler
 
 logging.basicConfig(level=logging.INFO)
 logger = logging.getLogger("examples.lambda_function")

@@ -11,11 +11,11 @@ and point a Fluxbase webhook at ``http://<host>:8000/webhooks/fluxbase``.
 import logging
 import os
 
-from fluxbase_receiver.adapters.starlette import webhook_endpoint
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from fluxbase_receiver import Receiver, WebhookEvent
+from fluxbase_receiver.adapters.starlette import webhook_endpoint
 
 logging.basicConfig(level=logging.INFO)
 logger = logging.getLogger("examples.starlette_app")
