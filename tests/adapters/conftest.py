@@ -135,11 +135,22 @@ def run_waitress(app: Callable[..., Any]) -> Iterator[str]:
 
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
     port = server.effective_port
-    thread = threading.Thread(target=server.run, daemon=True)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        try:
+            server.run()
+        except (OSError, ValueError):
+            if not stopping.is_set():
+                raise
+            # close() from this side can pull a socket out from under select(): expected
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
+        stopping.set()
         server.close()
         thread.join(timeout=10)
