@@ -190,6 +190,17 @@ def time_core(receiver: Receiver, requests: list[Signed]) -> float:
     return elapsed
 
 
+def time_core_async(receiver: Receiver, requests: list[Signed]) -> float:
+    async def run() -> list[int]:
+        return [(await receiver.handle_async(body, headers)).status for body, headers in requests]
+
+    start = time.process_time()
+    statuses = asyncio.run(run())
+    elapsed = time.process_time() - start
+    check(statuses)
+    return elapsed
+
+
 def check(statuses: list[int]) -> None:
     if set(statuses) != {200}:
         raise SystemExit(f"unexpected statuses {sorted(set(statuses))}")
@@ -330,6 +341,10 @@ def main() -> None:
     count, rounds = args.requests, args.rounds
 
     print(f"{count} requests x {rounds} rounds each; best round; core measured beside each pair")
+    core_async = min(
+        per_request(count, r, lambda q: time_core_async(new_receiver(), q)) for r in range(rounds)
+    )
+    print(f"(for the ASGI adapters: Receiver.handle_async alone is {core_async * 1e6:.1f} µs)")
     print()
     header = f"{'adapter':28} {'bare req/s':>11} {'adapter req/s':>14} {'added µs':>9}"
     print(f"{header} {'handle µs':>10} {'ratio':>6}")
