@@ -83,16 +83,27 @@ def run_asgi(app: Any) -> Iterator[str]:
 @contextmanager
 def run_wsgi(app: Callable[..., Any]) -> Iterator[str]:
     """Serve a WSGI app with waitress in a thread on a free loopback port; yield its URL."""
-    from waitress.server import create_server
+    from waitress.server import create_server  # type: ignore[import-untyped]
 
-    server = create_server(app, host="127.0.0.1", port=0, threads=4, _quiet=True)
-    port = server.effective_port  # type: ignore[union-attr]
-    thread = threading.Thread(target=server.run, daemon=True)
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    port = server.effective_port
+    stopping = threading.Event()
+
+    def serve() -> None:
+        try:
+            server.run()
+        except (OSError, ValueError):
+            if not stopping.is_set():
+                raise
+            # close() from this side can pull a socket out from under select(): expected
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
+        stopping.set()
         server.close()
         thread.join(timeout=10)
 

@@ -8,15 +8,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 from unittest.mock import patch
 from urllib.parse import urlsplit
 
 from fluxbase_receiver import MemoryIdempotencyStore, sign_payload
-from tests.servers import wait_for_port
 
 SECRET = "whsec_adapter-tests"
 PATH = "/webhooks/fluxbase"
@@ -123,34 +120,3 @@ def partial_upload(url: str, declared: int | None, send: int) -> str:
             sock.sendall(b"10000\r\n" + chunk + b"\r\n" if declared is None else chunk)
         with sock.makefile("rb") as reader:
             return reader.readline().decode().strip()
-
-
-@contextmanager
-def run_waitress(app: Callable[..., Any]) -> Iterator[str]:
-    """Serve a WSGI app with waitress in a thread on a free loopback port; yield its URL.
-
-    (``tests.servers.run_wsgi`` passes ``_quiet``, which waitress 3 refuses.)
-    """
-    from waitress.server import create_server  # type: ignore[import-untyped]
-
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    port = server.effective_port
-    stopping = threading.Event()
-
-    def serve() -> None:
-        try:
-            server.run()
-        except (OSError, ValueError):
-            if not stopping.is_set():
-                raise
-            # close() from this side can pull a socket out from under select(): expected
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stopping.set()
-        server.close()
-        thread.join(timeout=10)

@@ -17,12 +17,11 @@ from tests.adapters.conftest import (
     event_body,
     load_example,
     partial_upload,
-    run_waitress,
     signed_headers,
 )
-from tests.servers import run_asgi
+from tests.servers import run_asgi, run_wsgi
 
-EXAMPLES = {"starlette_app": run_asgi, "fastapi_app": run_asgi, "flask_app": run_waitress}
+EXAMPLES = {"starlette_app": run_asgi, "fastapi_app": run_asgi, "flask_app": run_wsgi}
 
 
 @dataclass

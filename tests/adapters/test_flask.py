@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from fluxbase_receiver import InsertEvent, Receiver
 from fluxbase_receiver.adapters.flask import FluxbaseWebhooks, webhook_view
-from tests.adapters.conftest import SECRET, event_body, run_waitress, signed_headers
+from tests.adapters.conftest import SECRET, event_body, signed_headers
+from tests.servers import run_wsgi
 
 
 class Order(BaseModel):
@@ -35,7 +36,7 @@ def test_init_app_on_a_blueprint_with_max_content_length() -> None:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 2000
     app.register_blueprint(blueprint)
-    with run_waitress(app) as url, httpx.Client(base_url=url) as client:
+    with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         assert post(client, "/hooks/fluxbase", event_body(id=1)).json() == {"ok": True}
         too_big = post(client, "/hooks/fluxbase", event_body(id=2, note="x" * 3000))
         assert too_big.status_code == 413
@@ -72,7 +73,7 @@ def view_app() -> Iterator[httpx.Client]:
     def plain(event: Any) -> None:
         return None
 
-    with run_waitress(app) as url, httpx.Client(base_url=url) as client:
+    with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         client.attempts = attempts  # type: ignore[attr-defined]
         yield client
 

@@ -21,9 +21,9 @@ from tests.adapters.conftest import (
     Gate,
     WatchedStore,
     event_body,
-    run_waitress,
     signed_headers,
 )
+from tests.servers import run_wsgi
 
 
 def bare(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -48,7 +48,7 @@ def test_middleware_handles_its_path_and_passes_the_rest(make_app: Any) -> None:
     seen: list[Any] = []
     receiver.on("orders")(seen.append)
     app = FluxbaseWSGIMiddleware(make_app(), receiver)
-    with run_waitress(app) as url, httpx.Client(base_url=url) as client:
+    with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         assert client.get("/").text in ("app saw GET /", "flask index")
         assert post(client, event_body(id=1)).json() == {"ok": True}
         assert client.get(PATH).status_code == 405
@@ -94,7 +94,7 @@ def test_reads_at_most_one_byte_past_the_limit(chunked: bool) -> None:
     def upload() -> Iterator[bytes]:
         yield from (b"x" * 65_536 for _ in range(80))  # 5 MiB
 
-    with run_waitress(counting) as url, httpx.Client(base_url=url) as client:
+    with run_wsgi(counting) as url, httpx.Client(base_url=url) as client:
         content = upload() if chunked else b"x" * 5_242_880
         response = client.post(PATH, content=content, headers=signed_headers(b""))
     assert response.status_code == 413
@@ -106,7 +106,7 @@ def test_a_body_of_exactly_the_limit_is_read_whole() -> None:
     body = event_body(id=2)
     receiver = Receiver(SECRET, max_body_bytes=len(body))
     with (
-        run_waitress(FluxbaseWSGIMiddleware(bare, receiver)) as url,
+        run_wsgi(FluxbaseWSGIMiddleware(bare, receiver)) as url,
         httpx.Client(base_url=url) as client,
     ):
         chunked = client.post(
@@ -123,7 +123,7 @@ def test_respond_immediately_runs_handlers_on_the_pool() -> None:
     receiver.on("orders")(gate)
     app = FluxbaseWSGIMiddleware(bare, receiver, respond="immediately")
     body = event_body(id=3)
-    with run_waitress(app) as url, httpx.Client(base_url=url) as client:
+    with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         response = post(client, body)
         assert response.status_code == 202
         assert response.json() == {"ok": True, "accepted": True}
@@ -139,7 +139,7 @@ def test_a_full_pool_makes_the_request_run_its_handlers() -> None:
     gate = Gate()
     receiver.on("orders")(gate)
     app = FluxbaseWSGIMiddleware(bare, receiver, respond="immediately", workers=1)
-    with run_waitress(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with run_wsgi(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         queued = [post(client, event_body(id=10 + n)).status_code for n in range(4)]
         assert queued == [202, 202, 202, 202]  # one running, three waiting: the pool is full
         assert gate.entered.acquire(timeout=20)  # the pool's only worker is busy
@@ -164,7 +164,7 @@ def test_background_failure_is_logged_and_releases_the_claim(
 
     app = FluxbaseWSGIMiddleware(bare, receiver, respond="immediately")
     body = event_body(id=4)
-    with caplog.at_level("ERROR"), run_waitress(app) as url, httpx.Client(base_url=url) as client:
+    with caplog.at_level("ERROR"), run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         assert post(client, body).status_code == 202
         assert attempts.acquire(timeout=20)
         assert store.settled.acquire(timeout=20)
@@ -181,7 +181,7 @@ def test_deadline_answers_202_and_lets_handlers_finish() -> None:
     receiver.on("orders")(gate)
     app = FluxbaseWSGIMiddleware(bare, receiver, deadline=0.05)
     body = event_body(id=5)
-    with run_waitress(app) as url, httpx.Client(base_url=url) as client:
+    with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         response = post(client, body)
         assert response.status_code == 202
         assert gate.started.wait(timeout=20)
