@@ -57,6 +57,7 @@ HandlerObserver: TypeAlias = Callable[[Callable[..., Any], WebhookEvent], None]
 """Called with ``(handler, event)`` before each handler runs; see :meth:`Receiver.observe`."""
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _SIGNATURE = SIGNATURE_HEADER.lower()
 _LEGACY = LEGACY_SIGNATURE_HEADER.lower()
 
@@ -77,7 +78,7 @@ class Outcome:
 
     def body_bytes(self) -> bytes:
         """The JSON body, UTF-8 encoded."""
-        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")
+        return _ENCODER.encode(self.body).encode("utf-8")
 
     @classmethod
     def refuse(cls, error: WebhookError, event: WebhookEvent | None = None) -> Outcome:
