@@ -19,7 +19,7 @@ from fluxbase_receiver import (
     verify_legacy_signature,
     verify_signature,
 )
-from tests.servers import load_vectors
+from tests.servers import SHARED_VECTORS, VECTORS_COPY, load_vectors
 
 VECTORS = load_vectors()
 IDS = [case["name"] for case in VECTORS]
@@ -185,3 +185,9 @@ def test_client_helper_accepts_raw_bodies_dicts_and_legacy_digests(case: dict[st
     assert not verify(raw + " ", case["header"], secret, now=t)
     assert not verify(raw, None, secret)
     assert not verify(raw, "t=1,nonsense", secret)
+
+
+def test_the_shipped_vectors_are_the_shared_ones() -> None:
+    if not SHARED_VECTORS.exists():
+        pytest.skip(f"no shared vectors at {SHARED_VECTORS} to compare the shipped copy with")
+    assert VECTORS_COPY.read_bytes() == SHARED_VECTORS.read_bytes()
