@@ -396,12 +396,13 @@ def _demo(argv: list[str]) -> int:
     """Run ``fluxbase_receiver.sender.demo.main`` (needs the ``sender`` extra)."""
     try:
         module = importlib.import_module("fluxbase_receiver.sender.demo")
-    except ModuleNotFoundError as missing:
-        if (missing.name or "").startswith("fluxbase_receiver"):
-            raise CLIError("the demo is not part of this installation") from None
-        raise CLIError(
-            f"the demo needs {missing.name}: pip install 'fluxbase-receiver[sender]'"
-        ) from None
+    except ImportError as error:
+        missing = error.name or ""
+        if isinstance(error, ModuleNotFoundError) and not missing.startswith("fluxbase_receiver"):
+            raise CLIError(
+                f"the demo needs {missing}: pip install 'fluxbase-receiver[sender]'"
+            ) from None
+        raise CLIError(str(error)) from None
     run: Callable[[list[str]], int] = module.main
     return run(argv)
 

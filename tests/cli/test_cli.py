@@ -243,14 +243,24 @@ def test_listen_on_a_busy_port_is_one_line() -> None:
     assert_one_line_error(result, "cannot listen on 127.0.0.1")
 
 
-def test_demo_runs_the_sender_demo_or_says_what_is_missing() -> None:
+def test_demo_runs_the_sender_demo() -> None:
     result = cli("demo", "--help")
-    try:
-        import fluxbase_receiver.sender.demo  # noqa: F401
-    except ModuleNotFoundError:
-        assert_one_line_error(result, "demo")
-    else:
-        assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "--database" in result.stdout
+
+
+@pytest.mark.parametrize("blocked", ["aiohttp", "uvicorn"])
+def test_demo_without_the_sender_extra_says_what_to_install(blocked: str) -> None:
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from fluxbase_receiver.cli import main\n"
+        "sys.exit(main(['demo']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment()
+    )
+    assert_one_line_error(result, "pip install")
+    assert "fluxbase-receiver[sender]" in result.stderr
 
 
 # -- send and listen ------------------------------------------------------------------
