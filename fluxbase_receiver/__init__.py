@@ -42,6 +42,8 @@ from fluxbase_receiver.receiver import Admitted, HandlerObserver, Headers, Outco
 from fluxbase_receiver.signature import (
     LEGACY_SIGNATURE_HEADER,
     SIGNATURE_HEADER,
+    USER_AGENT,
+    fluxbase_headers,
     parse_signature_header,
     sign_legacy,
     sign_payload,
@@ -54,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LEGACY_SIGNATURE_HEADER",
     "SIGNATURE_HEADER",
+    "USER_AGENT",
     "Admitted",
     "AsyncIdempotencyStore",
     "ClaimState",
@@ -86,6 +89,7 @@ __all__ = [
     "WebhookEvent",
     "__version__",
     "default_idempotency_key",
+    "fluxbase_headers",
     "fluxbase_json",
     "parse_event",
     "parse_signature_header",

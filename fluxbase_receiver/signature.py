@@ -22,6 +22,8 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "LEGACY_SIGNATURE_HEADER",
     "SIGNATURE_HEADER",
+    "USER_AGENT",
+    "fluxbase_headers",
     "parse_signature_header",
     "sign_legacy",
     "sign_payload",
@@ -31,6 +33,8 @@ __all__ = [
 
 SIGNATURE_HEADER = "X-Fluxbase-Signature"
 LEGACY_SIGNATURE_HEADER = "X-Webhook-Signature"
+USER_AGENT = "Fluxbase-Webhooks/1.0"
+"""The ``User-Agent`` a Fluxbase server sends with every webhook."""
 DEFAULT_TOLERANCE = 300.0
 
 Secrets = str | Sequence[str]
@@ -56,6 +60,25 @@ def _as_bytes(body: bytes | bytearray | memoryview | str) -> bytes:
 def sign_payload(body: bytes | str, secret: Secrets, timestamp: int | None = None) -> str:
     """Return the ``X-Fluxbase-Signature`` value for ``body``: one ``v1=`` per secret."""
     return sign_with_keys(_as_bytes(body), secret_keys(secret), timestamp)
+
+
+def fluxbase_headers(
+    body: bytes | str, secret: Secrets, timestamp: int | None = None
+) -> dict[str, str]:
+    """The headers a Fluxbase server sends with ``body``.
+
+    ``Content-Type``, ``User-Agent``, ``X-Fluxbase-Signature`` (one ``v1`` per secret,
+    signed at ``timestamp``, default now) and the legacy ``X-Webhook-Signature`` (the
+    first secret).
+    """
+    keys = secret_keys(secret)
+    raw = _as_bytes(body)
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: sign_with_keys(raw, keys, timestamp),
+        LEGACY_SIGNATURE_HEADER: hmac.digest(keys[0], raw, "sha256").hex(),
+    }
 
 
 def sign_with_keys(body: bytes, keys: Sequence[bytes], timestamp: int | None = None) -> str:

@@ -22,11 +22,10 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from fluxbase_receiver.signature import sign_legacy, sign_payload
+from fluxbase_receiver.signature import fluxbase_headers
 
 __all__ = [
     "MAX_STORED_BODY",
-    "USER_AGENT",
     "AttemptResult",
     "DestinationRefused",
     "HttpSender",
@@ -36,7 +35,6 @@ __all__ = [
     "signed_headers",
 ]
 
-USER_AGENT = "Fluxbase-Webhooks/1.0"
 MAX_STORED_BODY = 16 * 1024
 """Bytes of a receiver's answer kept in the delivery history."""
 
@@ -242,10 +240,7 @@ def signed_headers(
     """The request headers of one attempt: signed now, with a fresh ``t``."""
     return {
         **custom,
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Fluxbase-Signature": sign_payload(body, secret),
-        "X-Webhook-Signature": sign_legacy(body, secret),
+        **fluxbase_headers(body, secret),
         "X-Fluxbase-Event-Id": event_id,
         "X-Fluxbase-Delivery-Attempt": str(attempt),
     }

@@ -19,25 +19,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from fluxbase_receiver.client import fluxbase_json
-from fluxbase_receiver.signature import (
-    LEGACY_SIGNATURE_HEADER,
-    SIGNATURE_HEADER,
-    sign_legacy,
-    sign_payload,
-)
+from fluxbase_receiver.signature import SIGNATURE_HEADER, fluxbase_headers
 
 __all__ = [
     "OMIT",
-    "USER_AGENT",
     "encode_event",
     "go_timestamp",
     "make_event",
     "random_secret",
     "sign_event",
 ]
-
-USER_AGENT: Final = "Fluxbase-Webhooks/1.0"
-"""The ``User-Agent`` a Fluxbase server sends with every webhook."""
 
 
 class _Omit:
@@ -181,9 +172,8 @@ def sign_event(
     if wrong_secret:
         keys = [random_secret()]
     signed_at = int((time.time() if timestamp is None else timestamp) + skew)
-    sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-    if not legacy_only:
-        sent[SIGNATURE_HEADER] = sign_payload(body, keys, timestamp=signed_at)
-    sent[LEGACY_SIGNATURE_HEADER] = sign_legacy(body, keys[0])
+    sent = fluxbase_headers(body, keys, signed_at)
+    if legacy_only:
+        del sent[SIGNATURE_HEADER]
     sent.update(headers or {})
     return body, sent

@@ -191,3 +191,16 @@ def test_the_shipped_vectors_are_the_shared_ones() -> None:
     if not SHARED_VECTORS.exists():
         pytest.skip(f"no shared vectors at {SHARED_VECTORS} to compare the shipped copy with")
     assert VECTORS_COPY.read_bytes() == SHARED_VECTORS.read_bytes()
+
+
+@pytest.mark.parametrize("case", VECTORS, ids=IDS)
+def test_fluxbase_headers_are_what_the_server_sends(case: dict[str, Any]) -> None:
+    from fluxbase_receiver import fluxbase_headers
+
+    headers = fluxbase_headers(case["body"], case["secret"], timestamp=case["timestamp"])
+    assert headers == {
+        "Content-Type": "application/json",
+        "User-Agent": "Fluxbase-Webhooks/1.0",
+        "X-Fluxbase-Signature": case["header"],
+        "X-Webhook-Signature": case["legacy_signature"],
+    }
