@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+from http import HTTPStatus
 from typing import Literal, TypeAlias
 
 from fluxbase_receiver.errors import HandlerError, PayloadTooLarge
@@ -18,6 +19,13 @@ Respond: TypeAlias = Literal["after_handlers", "immediately"]
 """When to answer: after the handlers ran (default), or right after verify + claim (202)."""
 
 JSON = "application/json"
+
+STATUS_LINES: dict[int, str] = {
+    status.value: f"{status.value} {status.phrase}" for status in HTTPStatus
+}
+"""``"200 OK"`` and the like, by status code."""
+
+_OK_BYTES = b'{"ok":true}'
 
 
 def require(adapter: str, module: str, framework: str, extra: str) -> None:
@@ -43,6 +51,14 @@ def too_large(limit: int) -> Outcome:
     """The 413 refusal for a body that passed ``limit`` while it was being read."""
     logger.info("webhook refused with 413: payload_too_large")
     return Outcome.refuse(PayloadTooLarge(f"body exceeds {limit} bytes"))
+
+
+def payload(outcome: Outcome) -> bytes:
+    """``outcome.body_bytes()``, with the plain ``{"ok": true}`` answer encoded once."""
+    body = outcome.body
+    if len(body) == 1 and body.get("ok") is True:
+        return _OK_BYTES
+    return outcome.body_bytes()
 
 
 def response_headers(outcome: Outcome) -> dict[str, str]:

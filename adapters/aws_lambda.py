@@ -38,10 +38,9 @@ import base64
 import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
-from fluxbase_receiver.adapters._common import response_headers
+from fluxbase_receiver.adapters._common import STATUS_LINES, payload, response_headers
 from fluxbase_receiver.errors import InvalidPayload
 from fluxbase_receiver.receiver import Outcome, Receiver
 
@@ -66,7 +65,7 @@ class LambdaRequest:
         headers = response_headers(outcome)
         response: dict[str, Any] = {
             "statusCode": outcome.status,
-            "body": outcome.body_bytes().decode("utf-8"),
+            "body": payload(outcome).decode("utf-8"),
             "isBase64Encoded": False,
         }
         if self.multi_value:
@@ -74,7 +73,7 @@ class LambdaRequest:
         else:
             response["headers"] = headers
         if self.is_alb:
-            response["statusDescription"] = f"{outcome.status} {HTTPStatus(outcome.status).phrase}"
+            response["statusDescription"] = STATUS_LINES[outcome.status]
         return response
 
 

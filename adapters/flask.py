@@ -113,8 +113,9 @@ class FluxbaseWebhooks:
         )
 
     def _view(self) -> ResponseReturnValue:
-        headers = environ_headers(request.environ)
-        body = read_body(request, self.receiver, headers)
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        headers = environ_headers(current.environ)
+        body = read_body(current, self.receiver, headers)
         outcome = self._webhook.answer(body, headers) if isinstance(body, bytes) else body
         return to_response(outcome, Response)
 
@@ -127,8 +128,9 @@ def webhook_view(
     def decorate(view: View[P]) -> Callable[P, ResponseReturnValue]:
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
-            headers = environ_headers(request.environ)
-            body = read_body(request, receiver, headers)
+            current = request._get_current_object()  # type: ignore[attr-defined]
+            headers = environ_headers(current.environ)
+            body = read_body(current, receiver, headers)
             if isinstance(body, Outcome):
                 return to_response(body, Response)
             admitted = receiver.admit(body, headers)

@@ -43,6 +43,7 @@ import logging
 from fluxbase_receiver.adapters._common import (
     Respond,
     check_respond,
+    payload,
     require,
     response_headers,
     too_large,
@@ -102,13 +103,25 @@ async def read_body(
 
 async def send_outcome(send: Send, outcome: Outcome) -> None:
     """Answer with ``outcome``: its status, ``application/json`` and its JSON body."""
-    payload = outcome.body_bytes()
-    headers = [
-        (name.lower().encode(), value.encode()) for name, value in response_headers(outcome).items()
-    ]
-    headers.append((b"content-length", str(len(payload)).encode()))
+    answer = payload(outcome)
+    headers = [*_raw_headers(outcome), (b"content-length", str(len(answer)).encode())]
     await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": "http.response.body", "body": answer})
+
+
+_RAW_HEADERS: dict[int, list[tuple[bytes, bytes]]] = {}
+
+
+def _raw_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+    """:func:`response_headers` (which depend on the status alone), encoded once per status."""
+    raw = _RAW_HEADERS.get(outcome.status)
+    if raw is None:
+        raw = [
+            (name.lower().encode(), value.encode())
+            for name, value in response_headers(outcome).items()
+        ]
+        _RAW_HEADERS[outcome.status] = raw
+    return raw
 
 
 class WebhookEndpoint:

@@ -34,12 +34,13 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from fluxbase_receiver.adapters._common import (
+    STATUS_LINES,
     Respond,
     check_respond,
+    payload,
     require,
     response_headers,
     too_large,
@@ -49,6 +50,7 @@ require("wsgi", "werkzeug", "Werkzeug", "wsgi")
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
+from werkzeug.wsgi import get_content_length  # noqa: E402
 
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
 from fluxbase_receiver.receiver import Admitted, Headers, Outcome, Receiver, accepted  # noqa: E402
@@ -61,6 +63,7 @@ __all__ = [
     "WSGIWebhookEndpoint",
     "environ_headers",
     "read_body",
+    "read_environ_body",
     "to_response",
 ]
 
@@ -69,15 +72,21 @@ logger = logging.getLogger("fluxbase_receiver")
 
 def to_response(outcome: Outcome, response_class: type[Response] = Response) -> Response:
     """The response for an :class:`Outcome` (JSON body, its status)."""
-    return response_class(outcome.body_bytes(), outcome.status, response_headers(outcome))
+    headers = response_headers(outcome)
+    content_type = headers.pop("Content-Type")  # the cheaper way to set it on a werkzeug response
+    return response_class(
+        payload(outcome), outcome.status, headers or None, content_type=content_type
+    )
 
 
 def environ_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
-    """The request headers as ``(name, value)`` pairs, read straight from the environ."""
+    """The request headers as lowercase ``(name, value)`` pairs, read straight from the environ."""
     headers = [
-        (key[5:].replace("_", "-"), value) for key, value in environ.items() if key[:5] == "HTTP_"
+        (key[5:].replace("_", "-").lower(), value)
+        for key, value in environ.items()
+        if key[:5] == "HTTP_"
     ]
-    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+    for key, name in (("CONTENT_TYPE", "content-type"), ("CONTENT_LENGTH", "content-length")):
         if environ.get(key):
             headers.append((name, environ[key]))
     return headers
@@ -91,19 +100,68 @@ def read_body(request: Request, receiver: Receiver, headers: Headers) -> bytes |
     request (``request.get_data()`` gives it again). ``headers`` are the request's
     (:func:`environ_headers`).
     """
-    refusal = receiver.precheck(request.method, headers, request.content_length)
+    refusal = receiver.precheck(request.method, headers, get_content_length(request.environ))
     if refusal is not None:
         return refusal
     own = request.max_content_length
     limit = receiver.max_body_bytes if own is None else min(own, receiver.max_body_bytes)
     request.max_content_length = limit + 1  # werkzeug stops there: one byte tells "too large"
+    return _read_limited(request.get_data, limit)
+
+
+def read_environ_body(
+    environ: WSGIEnvironment, receiver: Receiver, headers: Headers
+) -> bytes | Outcome:
+    """:func:`read_body` straight from the environ, without a werkzeug ``Request``.
+
+    The limit is ``receiver.max_body_bytes``. The stream is read as werkzeug's
+    ``get_input_stream`` reads it: to its end (at most limit + 1 bytes) when the server
+    terminates it (``wsgi.input_terminated``), else exactly ``Content-Length`` bytes, else
+    nothing.
+    """
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    length = get_content_length(environ)
+    refusal = receiver.precheck(method, headers, length)
+    if refusal is not None:
+        return refusal
+    limit = receiver.max_body_bytes
+    stream = environ["wsgi.input"]
     try:
-        body = request.get_data(cache=True)
+        if "wsgi.input_terminated" in environ:
+            body = _read_up_to(stream, limit + 1)
+            return too_large(limit) if len(body) > limit else body
+        body = b"" if length is None else _read_up_to(stream, length)  # length <= limit
+    except (OSError, ValueError):
+        return _cut_short()
+    return _cut_short() if length is not None and len(body) < length else body
+
+
+def _read_up_to(stream: IO[bytes], size: int) -> bytes:
+    """Read ``stream`` until ``size`` bytes or its end."""
+    chunks = []
+    while size > 0:
+        chunk = stream.read(min(size, 65_536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _read_limited(read: Callable[[], bytes], limit: int) -> bytes | Outcome:
+    """``read()`` from a stream capped at ``limit + 1`` bytes; the 413 or 400 refusal instead."""
+    try:
+        body = read()
     except RequestEntityTooLarge:
         return too_large(limit)
     except ClientDisconnected:
-        return Outcome.refuse(InvalidPayload("the body ended before its Content-Length"))
+        return _cut_short()
     return too_large(limit) if len(body) > limit else body
+
+
+def _cut_short() -> Outcome:
+    """The 400 refusal for a body that ended early or could not be read."""
+    return Outcome.refuse(InvalidPayload("the body ended before its Content-Length"))
 
 
 class _Pool:
@@ -144,14 +202,14 @@ class WSGIWebhookEndpoint:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         headers = environ_headers(environ)
-        body = read_body(Request(environ), self.receiver, headers)
+        body = read_environ_body(environ, self.receiver, headers)
         outcome = self.answer(body, headers) if isinstance(body, bytes) else body
-        payload = outcome.body_bytes()
+        answer = payload(outcome)
         start_response(
-            f"{outcome.status} {HTTPStatus(outcome.status).phrase}",
-            [*response_headers(outcome).items(), ("Content-Length", str(len(payload)))],
+            STATUS_LINES[outcome.status],
+            [*response_headers(outcome).items(), ("Content-Length", str(len(answer)))],
         )
-        return [payload]
+        return [answer]
 
     def answer(self, body: bytes, headers: Headers) -> Outcome:
         """Run the pipeline on a body that was read whole."""
