@@ -103,5 +103,5 @@ async def settle_async(receiver: Receiver, admitted: Admitted, ok: bool) -> None
     if admitted.key is None or store is None:
         return
     done = store.complete(admitted.key, receiver.done_ttl) if ok else store.release(admitted.key)
-    if inspect.isawaitable(done):
+    if done is not None and inspect.isawaitable(done):  # a sync store answers None, cheaply
         await done

@@ -109,17 +109,17 @@ async def send_outcome(send: Send, outcome: Outcome) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-_RAW_HEADERS: dict[int, list[tuple[bytes, bytes]]] = {}
+_RAW_HEADERS: dict[int, tuple[tuple[bytes, bytes], ...]] = {}
 
 
-def _raw_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+def _raw_headers(outcome: Outcome) -> tuple[tuple[bytes, bytes], ...]:
     """:func:`response_headers` (which depend on the status alone), encoded once per status."""
     raw = _RAW_HEADERS.get(outcome.status)
     if raw is None:
-        raw = [
+        raw = tuple(
             (name.lower().encode(), value.encode())
             for name, value in response_headers(outcome).items()
-        ]
+        )
         _RAW_HEADERS[outcome.status] = raw
     return raw
 

@@ -80,13 +80,11 @@ def to_response(outcome: Outcome, response_class: type[Response] = Response) -> 
 
 
 def environ_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
-    """The request headers as lowercase ``(name, value)`` pairs, read straight from the environ."""
+    """The request headers as ``(name, value)`` pairs, read straight from the environ."""
     headers = [
-        (key[5:].replace("_", "-").lower(), value)
-        for key, value in environ.items()
-        if key[:5] == "HTTP_"
+        (key[5:].replace("_", "-"), value) for key, value in environ.items() if key[:5] == "HTTP_"
     ]
-    for key, name in (("CONTENT_TYPE", "content-type"), ("CONTENT_LENGTH", "content-length")):
+    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
         if environ.get(key):
             headers.append((name, environ[key]))
     return headers
