@@ -25,8 +25,6 @@ STATUS_LINES: dict[int, str] = {
 }
 """``"200 OK"`` and the like, by status code."""
 
-_OK_BYTES = b'{"ok":true}'
-
 
 def require(adapter: str, module: str, framework: str, extra: str) -> None:
     """Import ``module`` or fail with one line naming the extra to install."""
@@ -51,14 +49,6 @@ def too_large(limit: int) -> Outcome:
     """The 413 refusal for a body that passed ``limit`` while it was being read."""
     logger.info("webhook refused with 413: payload_too_large")
     return Outcome.refuse(PayloadTooLarge(f"body exceeds {limit} bytes"))
-
-
-def payload(outcome: Outcome) -> bytes:
-    """``outcome.body_bytes()``, with the plain ``{"ok": true}`` answer encoded once."""
-    body = outcome.body
-    if len(body) == 1 and body.get("ok") is True:
-        return _OK_BYTES
-    return outcome.body_bytes()
 
 
 def response_headers(outcome: Outcome) -> dict[str, str]:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fluxbase_receiver.adapters._common import STATUS_LINES, payload, response_headers
+from fluxbase_receiver.adapters._common import STATUS_LINES, response_headers
 from fluxbase_receiver.errors import InvalidPayload
 from fluxbase_receiver.receiver import Outcome, Receiver
 
@@ -65,7 +65,7 @@ class LambdaRequest:
         headers = response_headers(outcome)
         response: dict[str, Any] = {
             "statusCode": outcome.status,
-            "body": payload(outcome).decode("utf-8"),
+            "body": outcome.body_bytes().decode("utf-8"),
             "isBase64Encoded": False,
         }
         if self.multi_value:

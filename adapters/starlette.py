@@ -43,7 +43,6 @@ import logging
 from fluxbase_receiver.adapters._common import (
     Respond,
     check_respond,
-    payload,
     require,
     response_headers,
     too_large,
@@ -103,7 +102,7 @@ async def read_body(
 
 async def send_outcome(send: Send, outcome: Outcome) -> None:
     """Answer with ``outcome``: its status, ``application/json`` and its JSON body."""
-    answer = payload(outcome)
+    answer = outcome.body_bytes()
     headers = [*_raw_headers(outcome), (b"content-length", str(len(answer)).encode())]
     await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer})

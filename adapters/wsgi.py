@@ -40,7 +40,6 @@ from fluxbase_receiver.adapters._common import (
     STATUS_LINES,
     Respond,
     check_respond,
-    payload,
     require,
     response_headers,
     too_large,
@@ -75,7 +74,7 @@ def to_response(outcome: Outcome, response_class: type[Response] = Response) -> 
     headers = response_headers(outcome)
     content_type = headers.pop("Content-Type")  # the cheaper way to set it on a werkzeug response
     return response_class(
-        payload(outcome), outcome.status, headers or None, content_type=content_type
+        outcome.body_bytes(), outcome.status, headers or None, content_type=content_type
     )
 
 
@@ -202,7 +201,7 @@ class WSGIWebhookEndpoint:
         headers = environ_headers(environ)
         body = read_environ_body(environ, self.receiver, headers)
         outcome = self.answer(body, headers) if isinstance(body, bytes) else body
-        answer = payload(outcome)
+        answer = outcome.body_bytes()
         start_response(
             STATUS_LINES[outcome.status],
             [*response_headers(outcome).items(), ("Content-Length", str(len(answer)))],

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 from fluxbase_receiver.errors import (
     EventInProgress,
@@ -58,6 +58,7 @@ HandlerObserver: TypeAlias = Callable[[Callable[..., Any], WebhookEvent], None]
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_OK_BYTES = b'{"ok":true}'
 _SIGNATURE = SIGNATURE_HEADER.lower()
 _LEGACY = LEGACY_SIGNATURE_HEADER.lower()
 
@@ -78,7 +79,10 @@ class Outcome:
 
     def body_bytes(self) -> bytes:
         """The JSON body, UTF-8 encoded."""
-        return _ENCODER.encode(self.body).encode("utf-8")
+        body = self.body
+        if len(body) == 1 and body.get("ok") is True:  # the common answer, encoded once
+            return _OK_BYTES
+        return _ENCODER.encode(body).encode("utf-8")
 
     @classmethod
     def refuse(cls, error: WebhookError, event: WebhookEvent | None = None) -> Outcome:
@@ -308,8 +312,12 @@ class Receiver:
         admitted = self._read_or_refuse(body, headers, method)
         if isinstance(admitted, Outcome) or admitted.key is None:
             return admitted
-        result = self.store.claim(admitted.key, self.processing_ttl)  # type: ignore[union-attr]
-        state = await result if inspect.isawaitable(result) else result
+        if self._store_is_async:
+            state = await cast(AsyncIdempotencyStore, self.store).claim(
+                admitted.key, self.processing_ttl
+            )
+        else:
+            state = cast(IdempotencyStore, self.store).claim(admitted.key, self.processing_ttl)
         return self._claimed(admitted, state)
 
     def process(self, admitted: Admitted) -> Outcome:
@@ -344,14 +352,13 @@ class Receiver:
                     observer(handler.func, event)
                 if handler.is_async:
                     await handler.func(event)
-                elif handler.threaded:
+                    continue
+                if handler.threaded:
                     result = await asyncio.to_thread(handler.func, event)
-                    if inspect.isawaitable(result):
-                        await result
                 else:
                     result = handler.func(event)
-                    if inspect.isawaitable(result):
-                        await result
+                if result is not None and inspect.isawaitable(result):
+                    await result
             except Exception as exc:
                 failures.append(exc)
         outcome = self._finish(admitted, failures)
@@ -360,8 +367,8 @@ class Receiver:
                 done = self.store.release(admitted.key)
             else:
                 done = self.store.complete(admitted.key, self.done_ttl)
-            if inspect.isawaitable(done):
-                await done
+            if self._store_is_async:
+                await done  # type: ignore[misc]
         return outcome
 
     def _finish(self, admitted: Admitted, failures: Sequence[BaseException]) -> Outcome:
