@@ -302,7 +302,7 @@ class Receiver:
             return admitted
         if self._store_is_async:
             raise TypeError("an async idempotency store needs handle_async / admit_async")
-        store: IdempotencyStore = self.store  # type: ignore[assignment]
+        store = cast(IdempotencyStore, self.store)
         return self._claimed(admitted, store.claim(admitted.key, self.processing_ttl))
 
     async def admit_async(
@@ -322,6 +322,8 @@ class Receiver:
 
     def process(self, admitted: Admitted) -> Outcome:
         """Run the handlers, then complete the claim (or release it if any raised)."""
+        if admitted.key is not None and self._store_is_async:
+            raise TypeError("an async idempotency store needs handle_async / process_async")
         failures: list[BaseException] = []
         for handler, event in admitted.calls:
             try:
@@ -334,9 +336,7 @@ class Receiver:
                 failures.append(exc)
         outcome = self._finish(admitted, failures)
         if admitted.key is not None:
-            if self._store_is_async:
-                raise TypeError("an async idempotency store needs handle_async / process_async")
-            store: IdempotencyStore = self.store  # type: ignore[assignment]
+            store = cast(IdempotencyStore, self.store)
             if failures:
                 store.release(admitted.key)
             else:

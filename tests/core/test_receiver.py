@@ -566,3 +566,15 @@ def test_observers_see_each_handler_call_until_stopped() -> None:
     stop()  # stopping twice is harmless
     receiver.handle(body, signed(body))
     assert seen == [("first", "INSERT"), ("second", "INSERT")] * 2
+
+
+def test_process_refuses_an_async_store_before_running_any_handler() -> None:
+    receiver = make_receiver(idempotency=AsyncMemoryStore())
+    seen: list[Any] = []
+    receiver.on()(seen.append)
+    body = payload()
+    admitted = asyncio.run(receiver.admit_async(body, signed(body)))
+    assert not isinstance(admitted, Outcome)
+    with pytest.raises(TypeError, match="process_async"):
+        receiver.process(admitted)
+    assert seen == []
