@@ -161,6 +161,14 @@ class WebhookSpec(BaseModel):
     timeout_seconds: float = Field(default=30, ge=1, le=300)
     retry_backoff_seconds: float = Field(default=5, gt=0, le=86_400)
     headers: dict[str, str] = Field(default_factory=dict)
+    scope: Literal["user", "global"] = "user"
+    """Fluxbase's ownership scope, stored and returned (the sender delivers both alike)."""
+
+    @field_validator("timeout_seconds", "retry_backoff_seconds")
+    @classmethod
+    def _whole_seconds(cls, value: float) -> float:
+        """Whole seconds become ``int`` (JSON ``30``, not ``30.0``); fractions stay."""
+        return int(value) if float(value).is_integer() else value
 
     @field_validator("url")
     @classmethod
@@ -254,6 +262,8 @@ class Delivery(BaseModel):
     created_at: datetime
     delivered_at: datetime | None
     next_attempt_at: datetime | None
+    payload: dict[str, Any] | None = None
+    """The body sent (or to be sent) for this delivery, as JSON."""
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from fluxbase_receiver.sender.capture import CapturedEvent
+from fluxbase_receiver.sender.capture import CapturedEvent, wire_body
 from fluxbase_receiver.sender.delivery import MAX_STORED_BODY, AttemptResult
 from fluxbase_receiver.sender.models import (
     AttemptOutcome,
@@ -198,7 +198,8 @@ CREATE TABLE IF NOT EXISTS fluxbase_webhooks (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     failing_since REAL,
-    disabled_reason TEXT
+    disabled_reason TEXT,
+    scope TEXT NOT NULL DEFAULT 'user'
 );
 CREATE TABLE IF NOT EXISTS fluxbase_subscriptions (
     webhook_id TEXT NOT NULL,
@@ -253,11 +254,17 @@ CREATE INDEX IF NOT EXISTS fluxbase_attempts_delivery ON fluxbase_attempts (deli
 """
 
 _NEW_ID = "lower(hex(randomblob(16)))"
+_NEW_UUID = (
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2)"
+    " || '-' || substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2)"
+    " || '-' || hex(randomblob(6)))"
+)
+"""A random (version 4) UUID in its usual text form: delivery ids."""
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 _FAN_OUT = f"""
 INSERT INTO fluxbase_deliveries (id, webhook_id, event_id, status, created_at, next_attempt_at)
-SELECT {_NEW_ID}, w.id, e.id, 'pending', e.occurred_at, e.occurred_at
+SELECT {_NEW_UUID}, w.id, e.id, 'pending', e.occurred_at, e.occurred_at
 FROM fluxbase_events AS e JOIN fluxbase_webhooks AS w ON w.enabled = 1
 WHERE e.seq = {{seq}} AND EXISTS (
     SELECT 1 FROM fluxbase_subscriptions AS s
@@ -274,7 +281,8 @@ WHERE seq = (SELECT max(seq) FROM fluxbase_events)
 
 _DELIVERY_COLUMNS = """
 d.id, d.webhook_id, d.event_id, e.event, e.table_name, e.schema_name, d.status, d.attempts,
-d.response_status, d.response_body, d.error, d.created_at, d.delivered_at, d.next_attempt_at"""
+d.response_status, d.response_body, d.error, d.created_at, d.delivered_at, d.next_attempt_at,
+e.record, e.old_record, e.occurred_at"""
 
 _MAX_JSON_ARGS = 60
 """Column pairs per json_object()/json_set() call (SQLite allows 127 arguments)."""
@@ -324,6 +332,11 @@ class SQLiteStore:
         self._db = connect(self.path, busy_timeout=busy_timeout)
         with self._lock:
             self._db.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(fluxbase_webhooks)")}
+            if "scope" not in columns:
+                self._db.execute(
+                    "ALTER TABLE fluxbase_webhooks ADD COLUMN scope TEXT NOT NULL DEFAULT 'user'"
+                )
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path!r}>"
@@ -355,8 +368,8 @@ class SQLiteStore:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO fluxbase_webhooks (id, name, description, url, secret, enabled,"
-                " events, max_retries, timeout_seconds, retry_backoff_seconds, headers,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " events, max_retries, timeout_seconds, retry_backoff_seconds, headers, scope,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (webhook_id, *_webhook_values(fields), now, now),
             )
             _write_subscriptions(db, webhook_id, spec)
@@ -370,7 +383,7 @@ class SQLiteStore:
             changed = db.execute(
                 "UPDATE fluxbase_webhooks SET name = ?, description = ?, url = ?, secret = ?,"
                 " enabled = ?, events = ?, max_retries = ?, timeout_seconds = ?,"
-                " retry_backoff_seconds = ?, headers = ?, updated_at = ?,"
+                " retry_backoff_seconds = ?, headers = ?, scope = ?, updated_at = ?,"
                 " disabled_reason = CASE WHEN ? THEN NULL ELSE disabled_reason END,"
                 " failing_since = CASE WHEN ? THEN NULL ELSE failing_since END"
                 " WHERE id = ?",
@@ -577,7 +590,7 @@ class SQLiteStore:
         ]
 
     def redeliver(self, delivery_id: str, now: float) -> str | None:
-        new_id = uuid.uuid4().hex
+        new_id = str(uuid.uuid4())
         with self._transaction() as db:
             inserted = db.execute(
                 "INSERT INTO fluxbase_deliveries (id, webhook_id, event_id, status, created_at,"
@@ -639,7 +652,7 @@ def _add_event(
     else:
         db.execute(
             "INSERT INTO fluxbase_deliveries (id, webhook_id, event_id, status, max_attempts,"
-            f" created_at, next_attempt_at) VALUES ({_NEW_ID}, ?, ?, 'pending', ?, ?, ?)",
+            f" created_at, next_attempt_at) VALUES ({_NEW_UUID}, ?, ?, 'pending', ?, ?, ?)",
             (only_webhook, event.id, max_attempts, event.occurred_at, event.occurred_at),
         )
     ids = [
@@ -677,6 +690,7 @@ def _webhook_values(fields: dict[str, Any]) -> tuple[Any, ...]:
         fields["timeout_seconds"],
         fields["retry_backoff_seconds"],
         json.dumps(fields["headers"]),
+        fields["scope"],
     )
 
 
@@ -717,6 +731,19 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         created_at=_unix(row["created_at"]),
         delivered_at=_unix(row["delivered_at"]),
         next_attempt_at=_unix(row["next_attempt_at"]),
+        payload=json.loads(wire_body(_captured(row, row["event_id"]), row["webhook_id"])),
+    )
+
+
+def _captured(row: sqlite3.Row, event_id: str) -> CapturedEvent:
+    return CapturedEvent(
+        id=event_id,
+        event=row["event"],
+        schema=row["schema_name"],
+        table=row["table_name"],
+        record=row["record"],
+        old_record=row["old_record"],
+        occurred_at=row["occurred_at"],
     )
 
 
@@ -726,15 +753,7 @@ def _claimed(row: sqlite3.Row) -> ClaimedDelivery:
         delivery_id=row["id"],
         attempt=row["attempts"] + 1,
         max_attempts=max_attempts,
-        event=CapturedEvent(
-            id=row["event_id"],
-            event=row["event"],
-            schema=row["schema_name"],
-            table=row["table_name"],
-            record=row["record"],
-            old_record=row["old_record"],
-            occurred_at=row["occurred_at"],
-        ),
+        event=_captured(row, row["event_id"]),
         webhook_id=row["webhook_id"],
         url=row["url"],
         secret=row["secret"],
