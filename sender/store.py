@@ -332,8 +332,8 @@ class SQLiteStore:
         self._db = connect(self.path, busy_timeout=busy_timeout)
         with self._lock:
             self._db.executescript(_SCHEMA)
-            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(fluxbase_webhooks)")}
-            if "scope" not in columns:
+            table = self._db.execute("PRAGMA table_info(fluxbase_webhooks)")
+            if "scope" not in {row["name"] for row in table}:
                 self._db.execute(
                     "ALTER TABLE fluxbase_webhooks ADD COLUMN scope TEXT NOT NULL DEFAULT 'user'"
                 )
