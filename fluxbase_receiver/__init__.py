@@ -23,6 +23,7 @@ from fluxbase_receiver.errors import (
 )
 from fluxbase_receiver.events import (
     DeleteEvent,
+    EventFilter,
     InsertEvent,
     Operation,
     TestEvent,
@@ -61,6 +62,7 @@ __all__ = [
     "AsyncIdempotencyStore",
     "ClaimState",
     "DeleteEvent",
+    "EventFilter",
     "EventInProgress",
     "FluxbaseAPIError",
     "FluxbaseClient",

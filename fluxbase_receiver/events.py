@@ -2,12 +2,22 @@
 
 Every event class is generic over its record type: ``UpdateEvent[Order]`` validates
 ``record`` and ``old_record`` as ``Order``; the default is ``dict[str, Any]``.
+
+Numbers are read exactly where a type asks for it. Integers of any size stay ``int``. A
+``Decimal`` field of a record model gets every digit of the JSON number (PostgreSQL
+``numeric``): a model with a ``Decimal`` field anywhere is read with every non-integer
+number as a ``Decimal`` (``float`` fields still get floats, untyped values inside it get
+``Decimal``). In untyped (dict) records non-integer numbers are ``float`` by default;
+``parse_event(..., decimals=True)`` (``Receiver(..., decimals=True)``) makes them ``Decimal``.
+Everything else is parsed by pydantic-core straight from the bytes.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -18,6 +28,7 @@ from fluxbase_receiver.errors import InvalidPayload
 __all__ = [
     "OPERATIONS",
     "DeleteEvent",
+    "EventFilter",
     "InsertEvent",
     "Operation",
     "TestEvent",
@@ -30,6 +41,49 @@ Operation: TypeAlias = Literal["INSERT", "UPDATE", "DELETE", "TEST"]
 OPERATIONS: tuple[str, ...] = ("INSERT", "UPDATE", "DELETE", "TEST")
 
 RecordT = TypeVar("RecordT", default=dict[str, Any])
+
+_DEFAULT_OPERATIONS = frozenset(("INSERT", "UPDATE", "DELETE"))
+
+
+class EventFilter:
+    """Which events a handler or route takes: a table pattern and operations.
+
+    ``table`` is ``"*"`` (any), ``"users"`` (any schema), ``"auth.users"`` or ``"auth.*"``.
+    ``operations`` default to INSERT, UPDATE and DELETE: TEST events pass only a filter
+    that names ``"TEST"``. Raises ``ValueError`` for an unknown operation or a bad pattern.
+    """
+
+    __slots__ = ("operations", "table")
+
+    def __init__(self, table: str = "*", *operations: str) -> None:
+        wanted = frozenset(op.upper() for op in operations) or _DEFAULT_OPERATIONS
+        unknown = wanted.difference(OPERATIONS)
+        if unknown:
+            raise ValueError(f"unknown operation(s) {sorted(unknown)}; use {list(OPERATIONS)}")
+        if not table or table.count(".") > 1:
+            raise ValueError(
+                f"table must be '*', 'name', 'schema.name' or 'schema.*', not {table!r}"
+            )
+        self.table = table
+        self.operations = wanted
+
+    def __repr__(self) -> str:
+        return f"EventFilter({self.table!r}, {', '.join(map(repr, sorted(self.operations)))})"
+
+    def matches(self, schema: str, table: str, operation: str) -> bool:
+        """True when an ``operation`` on ``schema.table`` passes the filter."""
+        if operation not in self.operations:
+            return False
+        if self.table == "*":
+            return True
+        wanted_schema, dot, wanted_table = self.table.rpartition(".")
+        if not dot:
+            return wanted_table == table
+        return wanted_schema == schema and wanted_table in ("*", table)
+
+    def accepts(self, event: WebhookEvent) -> bool:
+        """True when ``event`` passes the filter."""
+        return self.matches(event.schema_name, event.table, event.event)
 
 
 class _Event(BaseModel):
@@ -147,6 +201,7 @@ def _as_dict(record: Any) -> dict[str, Any]:
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+_HAS_DECIMAL: dict[Any, bool] = {}
 
 
 def event_adapter(model: type[Any] | None = None) -> TypeAdapter[Any]:
@@ -157,6 +212,22 @@ def event_adapter(model: type[Any] | None = None) -> TypeAdapter[Any]:
         union = InsertEvent[record] | UpdateEvent[record] | DeleteEvent[record] | TestEvent
         adapter = _ADAPTERS[model] = TypeAdapter(Annotated[union, Field(discriminator="event")])
     return adapter
+
+
+def _has_decimal(model: type[Any]) -> bool:
+    """True when ``model`` has a ``Decimal`` field anywhere (cached per model)."""
+    found = _HAS_DECIMAL.get(model)
+    if found is None:
+        found = _HAS_DECIMAL[model] = _mentions_decimal(event_adapter(model).core_schema)
+    return found
+
+
+def _mentions_decimal(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return schema.get("type") == "decimal" or any(map(_mentions_decimal, schema.values()))
+    if isinstance(schema, (list, tuple)):
+        return any(map(_mentions_decimal, schema))
+    return False
 
 
 def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
@@ -172,19 +243,25 @@ def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
 
 
 def parse_event(
-    body: bytes | bytearray | str | Mapping[str, Any], model: type[Any] | None = None
+    body: bytes | bytearray | str | Mapping[str, Any],
+    model: type[Any] | None = None,
+    *,
+    decimals: bool = False,
 ) -> WebhookEvent:
     """Parse a Fluxbase event from raw JSON (bytes or str) or an already-decoded mapping.
 
-    Bytes are parsed directly by pydantic-core. ``model`` types the records
-    (a pydantic model, dataclass or TypedDict). Raises :class:`InvalidPayload`.
+    ``model`` types the records (a pydantic model, dataclass or TypedDict). JSON is parsed
+    directly by pydantic-core, except when numbers must stay exact: ``decimals=True``, or a
+    ``model`` with a ``Decimal`` field (see the module docs). Raises :class:`InvalidPayload`.
     """
     adapter = event_adapter(model)
     try:
-        if isinstance(body, (bytes, bytearray, str)):
-            event: WebhookEvent = adapter.validate_json(body)
+        if not isinstance(body, (bytes, bytearray, str)):
+            event: WebhookEvent = adapter.validate_python(body)
+        elif decimals or (model is not None and _has_decimal(model)):
+            event = adapter.validate_python(_exact_json(body))
         else:
-            event = adapter.validate_python(body)
+            event = adapter.validate_json(body)
     except ValidationError as error:
         if error.errors()[0]["type"] == "json_invalid":
             raise InvalidPayload("body is not valid JSON") from None
@@ -192,3 +269,12 @@ def parse_event(
             f"not a valid Fluxbase event: {describe_validation_error(error)}"
         ) from None
     return event
+
+
+def _exact_json(body: bytes | bytearray | str) -> Any:
+    """``body`` decoded with every non-integer number as an exact ``Decimal``."""
+    try:
+        text = body if isinstance(body, str) else body.decode("utf-8")
+        return json.loads(text, parse_float=Decimal)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep, huge integer
+        raise InvalidPayload("body is not valid JSON") from None

@@ -27,7 +27,7 @@ from fluxbase_receiver.errors import (
     UnsupportedMediaType,
     WebhookError,
 )
-from fluxbase_receiver.events import OPERATIONS, WebhookEvent, parse_event
+from fluxbase_receiver.events import EventFilter, WebhookEvent, parse_event
 from fluxbase_receiver.idempotency import (
     AsyncIdempotencyStore,
     ClaimState,
@@ -93,21 +93,10 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class _Handler:
     func: Callable[[Any], Any]
-    table: str
-    operations: frozenset[str]
+    filter: EventFilter
     model: type[Any] | None
     is_async: bool
     threaded: bool
-
-    def matches(self, schema: str, table: str, operation: str) -> bool:
-        if operation not in self.operations:
-            return False
-        if self.table == "*":
-            return True
-        wanted_schema, dot, wanted_table = self.table.rpartition(".")
-        if not dot:
-            return wanted_table == table
-        return wanted_schema == schema and wanted_table in ("*", table)
 
 
 @dataclass(slots=True)
@@ -125,6 +114,8 @@ class Receiver:
     ``secret`` may be a list during rotation (any matching signature passes).
     ``idempotency`` is a store, ``None`` for an in-memory one, ``False`` for none.
     ``clock`` returns unix seconds and is used for the signature's age check.
+    ``decimals=True`` reads non-integer numbers of untyped (dict) records as ``Decimal``
+    (default ``float``; ``Decimal`` fields of record models are always exact).
     """
 
     def __init__(
@@ -139,6 +130,7 @@ class Receiver:
         done_ttl: float = 86_400.0,
         allow_legacy_signature: bool = False,
         clock: Callable[[], float] = time.time,
+        decimals: bool = False,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
@@ -158,6 +150,7 @@ class Receiver:
         self.done_ttl = done_ttl
         self.allow_legacy_signature = allow_legacy_signature
         self.clock = clock
+        self.decimals = decimals
         self._handlers: list[_Handler] = []
         self._observers: list[HandlerObserver] = []
         self._routes: dict[tuple[str, str, str], tuple[_Handler, ...]] = {}
@@ -180,20 +173,11 @@ class Receiver:
         handlers that ask for ``"TEST"``. ``model`` types the records. A sync handler
         called from async code runs in a worker thread unless ``threaded=False``.
         """
-        wanted = {op.upper() for op in operations} or {"INSERT", "UPDATE", "DELETE"}
-        unknown = wanted.difference(OPERATIONS)
-        if unknown:
-            raise ValueError(f"unknown operation(s) {sorted(unknown)}; use {list(OPERATIONS)}")
-        if not table or table.count(".") > 1:
-            raise ValueError(
-                f"table must be '*', 'name', 'schema.name' or 'schema.*', not {table!r}"
-            )
+        selected = EventFilter(table, *operations)
 
         def register(func: HandlerFunc) -> HandlerFunc:
             is_async = inspect.iscoroutinefunction(func)
-            self._handlers.append(
-                _Handler(func, table, frozenset(wanted), model, is_async, threaded)
-            )
+            self._handlers.append(_Handler(func, selected, model, is_async, threaded))
             self._routes.clear()
             return func
 
@@ -217,7 +201,7 @@ class Receiver:
         route = (event.schema_name, event.table, event.event)
         found = self._routes.get(route)
         if found is None:
-            found = tuple(h for h in self._handlers if h.matches(*route))
+            found = tuple(h for h in self._handlers if h.filter.matches(*route))
             if len(self._routes) < 4096:
                 self._routes[route] = found
         return found
@@ -262,7 +246,7 @@ class Receiver:
         lowered = _lower(headers)
         self._precheck(method, lowered, len(body))
         self._verify(body, lowered)
-        event = parse_event(body)
+        event = parse_event(body, decimals=self.decimals)
         typed: dict[type[Any], WebhookEvent] = {}
         calls = []
         for handler in self._handlers_for(event):
@@ -270,7 +254,7 @@ class Receiver:
                 calls.append((handler, event))
                 continue
             if handler.model not in typed:
-                typed[handler.model] = _parse_as(body, handler.model)
+                typed[handler.model] = _parse_as(body, handler.model, self.decimals)
             calls.append((handler, typed[handler.model]))
         key = self.idempotency_key(event) if self.store is not None else None
         return Admitted(event, key, calls)
@@ -434,9 +418,9 @@ async def _awaited(result: Awaitable[Any]) -> Any:
     return await result
 
 
-def _parse_as(body: bytes, model: type[Any]) -> WebhookEvent:
+def _parse_as(body: bytes, model: type[Any], decimals: bool) -> WebhookEvent:
     try:
-        return parse_event(body, model)
+        return parse_event(body, model, decimals=decimals)
     except InvalidPayload as error:
         name = getattr(model, "__name__", str(model))
         raise InvalidPayload(f"record does not match {name}: {error}") from None
