@@ -30,6 +30,7 @@ __all__ = [
     "events",
     "go_timestamps",
     "json_values",
+    "numeric_literals",
     "records",
     "secrets",
     "signed_requests",
@@ -52,6 +53,15 @@ def json_values(max_leaves: int = 20) -> st.SearchStrategy[Any]:
         ),
         max_leaves=max_leaves,
     )
+
+
+def numeric_literals(max_digits: int = 40) -> st.SearchStrategy[str]:
+    """JSON number literals as PostgreSQL ``numeric`` columns send them: up to
+    ``max_digits`` digits before and after the point (trailing zeros kept, far beyond a
+    float's precision), sometimes an exponent. Never ``-0`` (``numeric`` has no negative zero)."""
+    whole = rf"(0|[1-9][0-9]{{0,{max_digits - 1}}})"
+    pattern = rf"-?{whole}(\.[0-9]{{1,{max_digits}}})?([eE][+-]?[0-9]{{1,3}})?"
+    return st.from_regex(pattern, fullmatch=True).filter(lambda literal: literal != "-0")
 
 
 def records(max_columns: int = 8) -> st.SearchStrategy[dict[str, Any]]:

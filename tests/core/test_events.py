@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from typing_extensions import TypedDict
 
 from fluxbase_receiver import (
     DeleteEvent,
+    EventFilter,
     InsertEvent,
     InvalidPayload,
     TestEvent,
@@ -185,3 +187,136 @@ def test_parse_accepts_str_and_mapping() -> None:
     payload = {"event": "INSERT", "table": "t", "record": {"x": "é"}}
     assert parse_event(json.dumps(payload)) == parse_event(payload)
     assert parse_event(bytearray(json.dumps(payload).encode())).record == {"x": "é"}
+
+
+class Line(BaseModel):
+    sku: str
+    price: Decimal
+
+
+class Invoice(BaseModel):
+    id: int
+    total: Decimal
+    rate: float
+    lines: list[Line] = []
+    meta: dict[str, Any] = {}
+
+
+def numeric_body(record: str) -> bytes:
+    """An INSERT whose record is the raw JSON text ``record`` (numbers written as given)."""
+    return b'{"event":"INSERT","table":"invoices","record":' + record.encode() + b"}"
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "12345678901234567890.123456789012",
+        "99999999999999999.99",
+        "0.10",
+        "1.50",
+        "-0.000000000000000000000000001",
+        "1e400",
+        "3.00E-2",
+        "123456789012345678901234567890",
+    ],
+)
+def test_decimal_fields_get_every_digit(literal: str) -> None:
+    raw = numeric_body(
+        f'{{"id":1,"total":{literal},"rate":{literal},"lines":[{{"sku":"a","price":{literal}}}]}}'
+    )
+    record = parse_event(raw, Invoice).record
+    assert isinstance(record, Invoice)
+    assert record.total.as_tuple() == Decimal(literal).as_tuple()  # digit for digit
+    assert record.lines[0].price.as_tuple() == Decimal(literal).as_tuple()
+    assert record.rate == float(literal)  # float fields still get floats
+
+
+def test_decimal_fields_of_dataclasses_and_typeddicts_are_exact() -> None:
+    @dataclass
+    class Price:
+        amount: Decimal
+
+    class PriceDict(TypedDict):
+        amount: Decimal
+
+    raw = numeric_body('{"amount":99999999999999999.99}')
+    assert parse_event(raw, Price).record == Price(Decimal("99999999999999999.99"))
+    assert parse_event(raw, PriceDict).record == {"amount": Decimal("99999999999999999.99")}
+
+
+def test_dict_records_keep_integers_exact_and_floats_by_default() -> None:
+    raw = numeric_body('{"big":123456789012345678901234567890,"price":12.50,"meta":{"r":0.1}}')
+    plain = parse_event(raw).record
+    assert plain == {"big": 123456789012345678901234567890, "price": 12.5, "meta": {"r": 0.1}}
+    assert type(plain["price"]) is float
+    exact = parse_event(raw, decimals=True).record
+    assert exact["big"] == 123456789012345678901234567890 and type(exact["big"]) is int
+    assert str(exact["price"]) == "12.50"
+    assert exact["meta"] == {"r": Decimal("0.1")}
+
+
+def test_untyped_values_inside_a_decimal_model_are_decimal() -> None:
+    raw = numeric_body('{"id":1,"total":1,"rate":2,"meta":{"ratio":0.25,"n":3}}')
+    record = parse_event(raw, Invoice).record
+    assert isinstance(record, Invoice)
+    assert record.meta == {"ratio": Decimal("0.25"), "n": 3}
+
+
+def test_models_without_decimal_fields_are_parsed_as_before() -> None:
+    raw = body(event="INSERT", record={"id": 1, "status": "new", "total": 0.1})
+    record = parse_event(raw, Order).record
+    assert isinstance(record, Order) and record.total == 0.1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{", b"\xff\xfe", b"\xef\xbb\xbf{}", b"[" * 100_000 + b"]" * 100_000, b"NaN!"],
+)
+def test_invalid_json_on_the_exact_path(raw: bytes) -> None:
+    with pytest.raises(InvalidPayload, match="not valid JSON"):
+        parse_event(raw, decimals=True)
+    with pytest.raises(InvalidPayload, match="not valid JSON"):
+        parse_event(raw, Invoice)
+
+
+def test_exact_path_validates_like_the_plain_one() -> None:
+    with pytest.raises(InvalidPayload, match=r"record\.total"):
+        parse_event(numeric_body('{"id":1,"total":"lots","rate":1}'), Invoice)
+    with pytest.raises(InvalidPayload, match="not a valid Fluxbase event"):
+        parse_event(b'{"event":"INSERT","record":{}}', decimals=True)
+    payload = json.loads(body(event="UPDATE", record={"x": 1.5}, old_record={"x": 2}))
+    assert parse_event(payload, decimals=True) == parse_event(json.dumps(payload))
+
+
+@pytest.mark.parametrize(
+    "pattern, operations, matching, not_matching",
+    [
+        ("*", (), ["public.a.INSERT", "auth.b.DELETE"], ["public.a.TEST"]),
+        ("users", ("insert",), ["public.users.INSERT", "auth.users.INSERT"], ["a.users.UPDATE"]),
+        ("auth.users", (), ["auth.users.UPDATE"], ["public.users.UPDATE", "auth.other.UPDATE"]),
+        ("auth.*", ("DELETE",), ["auth.x.DELETE"], ["public.x.DELETE", "auth.x.INSERT"]),
+        ("*", ("TEST",), ["public.test.TEST"], ["public.a.INSERT"]),
+    ],
+)
+def test_event_filter_matches_tables_and_operations(
+    pattern: str, operations: tuple[str, ...], matching: list[str], not_matching: list[str]
+) -> None:
+    selected = EventFilter(pattern, *operations)
+    for route in matching:
+        assert selected.matches(*route.split("."))
+    for route in not_matching:
+        assert not selected.matches(*route.split("."))
+
+
+def test_event_filter_accepts_events_and_refuses_bad_patterns() -> None:
+    event = parse_event(body(event="INSERT", table="orders", schema="shop", record={}))
+    assert EventFilter("shop.orders").accepts(event)
+    assert not EventFilter("orders", "UPDATE").accepts(event)
+    test = parse_event(b'{"event":"TEST","table":"test","record":{"test":true}}')
+    assert not EventFilter().accepts(test) and EventFilter("*", "TEST").accepts(test)
+    assert repr(EventFilter("u", "UPDATE", "INSERT")) == "EventFilter('u', 'INSERT', 'UPDATE')"
+    with pytest.raises(ValueError, match="unknown operation"):
+        EventFilter("users", "TRUNCATE")
+    for bad in ("", "a.b.c"):
+        with pytest.raises(ValueError, match="table must be"):
+            EventFilter(bad)

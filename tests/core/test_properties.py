@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import string
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from fluxbase_receiver import (
     InvalidSignature,
@@ -19,6 +21,7 @@ from fluxbase_receiver import (
     sign_payload,
     verify_signature,
 )
+from fluxbase_receiver.testing import sign_event
 from fluxbase_receiver.testing import strategies as fst
 from fluxbase_receiver.testing.strategies import SignedRequest
 
@@ -158,3 +161,50 @@ def test_events_round_trip_through_parse_event_and_model_dump_json(payload: dict
 @given(fst.events(as_bytes=True))
 def test_go_encoded_bodies_parse_to_the_same_event_as_plain_json(body: bytes) -> None:
     assert parse_event(body) == parse_event(json.dumps(json.loads(body)))
+
+
+class Measured(BaseModel):
+    exact: Decimal
+    approximate: float
+    values: list[Decimal]
+
+
+@given(literal=fst.numeric_literals(), others=st.lists(fst.numeric_literals(), max_size=3))
+def test_any_decimal_literal_reaches_a_decimal_field_digit_for_digit(
+    literal: str, others: list[str]
+) -> None:
+    record = f'{{"exact":{literal},"approximate":{literal},"values":[{",".join(others)}]}}'
+    body = b'{"event":"INSERT","table":"m","record":' + record.encode() + b"}"
+    event = parse_event(body, Measured)
+    assert isinstance(event.record, Measured)
+    assert event.record.exact.as_tuple() == Decimal(literal).as_tuple()
+    assert [v.as_tuple() for v in event.record.values] == [Decimal(o).as_tuple() for o in others]
+    assert event.record.approximate == float(literal)
+
+
+@given(literal=fst.numeric_literals(), integer=st.integers(-(10**60), 10**60))
+def test_dict_records_read_decimals_exactly_when_asked(literal: str, integer: int) -> None:
+    body = f'{{"event":"UPDATE","table":"m","record":{{"n":{literal},"i":{integer}}}}}'.encode()
+    exact = parse_event(body, decimals=True).record
+    plain = parse_event(body).record
+    assert exact["i"] == plain["i"] == integer and type(exact["i"]) is type(plain["i"]) is int
+    if type(plain["n"]) is int:  # an integer literal stays an int either way
+        assert exact["n"] == plain["n"] == int(literal)
+    else:
+        assert exact["n"].as_tuple() == Decimal(literal).as_tuple()
+        assert plain["n"] == float(literal)
+
+
+def measured_body(literal: str) -> bytes:
+    record = f'{{"exact":{literal},"approximate":{literal},"values":[{literal}]}}'
+    return b'{"event":"INSERT","table":"m","record":' + record.encode() + b"}"
+
+
+@given(literal=fst.numeric_literals(), secret=fst.secrets())
+def test_handlers_of_a_decimal_model_get_exact_numbers(literal: str, secret: str) -> None:
+    body, headers = sign_event(measured_body(literal), secret, timestamp=1_700_000_000)
+    receiver = Receiver(secret, clock=lambda: 1_700_000_000)
+    seen: list[Any] = []
+    receiver.on("m", model=Measured)(seen.append)
+    assert receiver.handle(body, headers).status == 200
+    assert seen[0].record.exact.as_tuple() == Decimal(literal).as_tuple()
