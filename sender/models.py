@@ -158,15 +158,15 @@ class WebhookSpec(BaseModel):
         default_factory=lambda: [EventFilter(table="*")], min_length=1
     )
     max_retries: int = Field(default=3, ge=0, le=20)
-    timeout_seconds: float = Field(default=30, ge=1, le=300)
-    retry_backoff_seconds: float = Field(default=5, gt=0, le=86_400)
+    timeout_seconds: int | float = Field(default=30, ge=1, le=300)
+    retry_backoff_seconds: int | float = Field(default=5, gt=0, le=86_400)
     headers: dict[str, str] = Field(default_factory=dict)
     scope: Literal["user", "global"] = "user"
     """Fluxbase's ownership scope, stored and returned (the sender delivers both alike)."""
 
     @field_validator("timeout_seconds", "retry_backoff_seconds")
     @classmethod
-    def _whole_seconds(cls, value: float) -> float:
+    def _whole_seconds(cls, value: float) -> int | float:
         """Whole seconds become ``int`` (JSON ``30``, not ``30.0``); fractions stay."""
         return int(value) if float(value).is_integer() else value
 
