@@ -2,27 +2,35 @@
 
 Subcommands: ``sign``, ``verify``, ``send``, ``listen`` and ``demo``. Secrets come from
 ``--secret`` or ``FLUXBASE_WEBHOOK_SECRET``. Errors are one line on stderr with a
-non-zero exit status; Ctrl-C exits cleanly with status 0.
+non-zero exit status. Ctrl-C stops ``listen`` with status 0; it interrupts any other
+command with one line and status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import importlib
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, NoReturn
 
-from fluxbase_receiver.errors import WebhookError
+from fluxbase_receiver.errors import InvalidPayload, WebhookError
 from fluxbase_receiver.events import OPERATIONS, WebhookEvent, parse_event
 from fluxbase_receiver.idempotency import MemoryIdempotencyStore
 from fluxbase_receiver.receiver import Outcome, Receiver
@@ -41,6 +49,17 @@ SECRET_ENV = "FLUXBASE_WEBHOOK_SECRET"
 HOP_BY_HOP = frozenset(
     ("connection", "content-length", "host", "keep-alive", "transfer-encoding", "upgrade")
 )
+ANSWER_LIMIT = 65_536
+"""At most this many bytes of an answer are read (``send`` prints them, ``listen`` forwards)."""
+MAX_TIMEOUT = 86_400.0
+LISTEN_WORKERS = 8
+"""Requests ``listen`` serves at once; further connections wait in the listen backlog."""
+REQUEST_TIMEOUT = 10.0
+"""Seconds ``listen`` waits on a silent client before dropping it."""
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (RFC 9110 token)."""
+
+logger = logging.getLogger("fluxbase_receiver")
 
 
 class CLIError(Exception):
@@ -69,7 +88,25 @@ def _secrets(given: Sequence[str] | None) -> list[str]:
         found = [os.environ[SECRET_ENV]]
     if not found or not all(found):
         raise CLIError(f"no webhook secret: pass --secret or set {SECRET_ENV}")
+    if not all(map(_is_utf8, found)):
+        raise CLIError("the webhook secret is not valid UTF-8")
     return found
+
+
+def _is_utf8(text: str) -> bool:
+    """False for command-line text that came from bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(text: str) -> str:
+    """An argument that must be UTF-8 text."""
+    if not _is_utf8(text):
+        raise argparse.ArgumentTypeError("not valid UTF-8")
+    return text
 
 
 def _read_body(source: str) -> bytes:
@@ -96,23 +133,66 @@ def _tolerance(text: str) -> float | None:
     return value
 
 
+def _timeout(text: str) -> float:
+    """``--timeout`` seconds: a positive number, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds up to {MAX_TIMEOUT:.0f}, got {text!r}"
+        )
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port number (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"a port is a number 0-65535, got {text!r}")
+    return value
+
+
 def _json_object(text: str) -> dict[str, Any]:
     """A JSON object given on the command line."""
+    _text(text)
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(f"not valid JSON ({error.msg})") from None
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError("not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"id\": 1}'")
     return value
 
 
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _header(text: str) -> tuple[str, str]:
     """A ``Name: value`` header."""
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip() or any(c in text for c in "\r\n"):
+    name, sep, value = (part.strip() for part in _text(text).partition(":"))
+    if not sep or not name or any(c in text for c in "\r\n"):
         raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
-    return name.strip(), value.strip()
+    if not _TOKEN.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"not a valid header name: {name!r}")
+    if any((c < " " and c != "\t") or c == "\x7f" for c in value):
+        raise argparse.ArgumentTypeError(f"the value of {name} has a control character")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"the value of {name} must be Latin-1 text (HTTP cannot carry other characters)"
+        ) from None
+    return name, value
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -127,22 +207,44 @@ _OPENER = urllib.request.build_opener(_NoRedirects)
 
 def _post(
     url: str, body: bytes, headers: Mapping[str, str], timeout: float
-) -> tuple[int, str, bytes, dict[str, str]]:
-    """POST and return ``(status, reason, body, headers)``; any HTTP status is an answer."""
+) -> tuple[int, str, bytes, bool]:
+    """POST and return ``(status, reason, body, truncated)``; any HTTP status is an answer.
+
+    At most :data:`ANSWER_LIMIT` bytes of the answer are read; ``truncated`` says there
+    was more.
+    """
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
         with _OPENER.open(request, timeout=timeout) as response:
-            return response.status, response.reason, response.read(), dict(response.headers)
-    except urllib.error.HTTPError as answer:
-        return answer.code, answer.reason, answer.read(), dict(answer.headers)
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
+            status, reason, answer = (
+                response.status,
+                response.reason,
+                response.read(ANSWER_LIMIT + 1),
+            )
+    except urllib.error.HTTPError as refusal:
+        with refusal:
+            status, reason, answer = refusal.code, refusal.reason, refusal.read(ANSWER_LIMIT + 1)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", None) or error
         raise CLIError(f"cannot reach {url}: {reason}") from None
+    return status, reason, answer[:ANSWER_LIMIT], len(answer) > ANSWER_LIMIT
 
 
-def _check_url(url: str) -> str:
+def _url(url: str) -> str:
+    """An http:// or https:// URL with a host (and a valid port, if it names one)."""
     if not url.lower().startswith(("http://", "https://")):
         raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL, got {url!r}")
+    if not _text(url).isascii() or any(c <= " " or c == "\x7f" for c in url):
+        raise argparse.ArgumentTypeError(
+            f"bad URL {url!r}: percent-encode spaces, control and non-ASCII characters"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"bad URL {url!r}: {error}") from None
+    if not parts.hostname:
+        raise argparse.ArgumentTypeError(f"no host in {url!r}")
     return url
 
 
@@ -207,13 +309,23 @@ def _send(args: argparse.Namespace) -> int:
         fields["old_record"] = args.old_record
     if args.webhook_id is not None:
         fields["webhook_id"] = args.webhook_id
-    payload = make_event(args.event, **fields)
-    body, headers = sign_event(payload, _secrets(args.secret), headers=dict(args.header))
-    status, reason, answer, _ = _post(args.url, body, headers, args.timeout)
+    secrets = _secrets(args.secret)
+    try:
+        body, headers = sign_event(
+            make_event(args.event, **fields), secrets, headers=dict(args.header)
+        )
+    except (ValueError, RecursionError) as error:
+        raise CLIError(f"cannot encode the event: {error}") from None
+    status, reason, answer, truncated = _post(args.url, body, headers, args.timeout)
     style = Style.for_stdout()
     print(style("bold" if 200 <= status < 300 else "error", f"{status} {reason}".strip()))
     if answer:
-        print(_pretty(answer))
+        print(_pretty(answer), flush=True)
+    if truncated:
+        print(
+            f"{PROG}: the answer is longer than {ANSWER_LIMIT} bytes; only the start is shown",
+            file=sys.stderr,
+        )
     return 0 if 200 <= status < 300 else 1
 
 
@@ -241,7 +353,6 @@ class Listener:
         if not isinstance(receiver.store, MemoryIdempotencyStore):
             raise TypeError("the listener needs a receiver with an in-memory idempotency store")
         self.receiver = receiver
-        self.store = receiver.store
         self.style = style
         self.forward_to = forward_to
         self._write = write
@@ -263,8 +374,8 @@ class Listener:
             answer = Outcome(status, reply, admitted.event)
             if answer.ok:
                 self.receiver.process(admitted)
-            elif admitted.key is not None:
-                self.store.release(admitted.key)
+            else:
+                self.receiver.settle(admitted, ok=False)
         self.report(answer)
         return answer
 
@@ -325,31 +436,106 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _content_length(headers: Message) -> int | None:
+    """The declared body length: 0 when none is given, ``None`` when it cannot be trusted
+    (not a number, several that disagree, or a chunked body)."""
+    values = {value.strip() for value in headers.get_all("Content-Length", [])}
+    if "Transfer-Encoding" in headers or len(values) > 1:
+        return None
+    declared = values.pop() if values else "0"
+    if not (declared.isascii() and declared.isdigit()):
+        return None
+    return int(declared) if len(declared) <= 18 else sys.maxsize  # int() refuses huge strings
+
+
+class _PooledServer(HTTPServer):
+    """An HTTP server that serves connections on a fixed pool of threads.
+
+    While every worker is busy the accept loop waits, so further connections queue in the
+    kernel's listen backlog instead of each getting a thread.
+    """
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], workers: int
+    ) -> None:
+        self._free = threading.BoundedSemaphore(workers)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fluxbase-listen")
+        super().__init__(address, handler)  # closes the server (and pool) if it cannot bind
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._free.acquire()
+        self._pool.submit(self._serve_one, request, client_address)
+
+    def _serve_one(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._free.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is a DEBUG line; anything else one line on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            logger.debug("listen: dropped a connection from %s: %s", client_address[0], error)
+        else:
+            print(f"{PROG}: error: a request failed: {error!r}", file=sys.stderr, flush=True)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _handler_class(listener: Listener) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "fluxbase-receiver"
         sys_version = ""
+        timeout = REQUEST_TIMEOUT
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("do_"):  # every method gets an answer: 405 for all but POST
+                return self._serve
+            raise AttributeError(name)
 
         def _serve(self) -> None:
             headers = list(self.headers.items())
-            early = listener.receiver.precheck(self.command, headers)
-            if early is not None:
-                listener.report(early)
-                self._answer(early)
-                return
-            declared = self.headers.get("Content-Length", "0").strip()
-            length = int(declared) if declared.isdigit() else 0
-            self._answer(listener.handle(self.command, self.rfile.read(length), headers))
-
-        do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = _serve
+            length = _content_length(self.headers)
+            early = listener.receiver.precheck(self.command, headers, length or 0)
+            if early is None and length is None:
+                early = Outcome.refuse(
+                    InvalidPayload("send the body with one valid Content-Length (not chunked)")
+                )
+            if early is None:
+                assert length is not None
+                body = self.rfile.read(length)
+                if len(body) == length:
+                    self._answer(listener.handle(self.command, body, headers))
+                    return
+                early = Outcome.refuse(InvalidPayload("the body ended before its Content-Length"))
+            listener.report(early)
+            self._answer(early)
 
         def _answer(self, outcome: Outcome) -> None:
             body = outcome.body_bytes()
             self.send_response(outcome.status)
+            if outcome.status == 405:
+                self.send_header("Allow", "POST")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            """Requests that are not HTTP get the same JSON error shape as the rest."""
+            status = HTTPStatus(code)
+            error = status.phrase.lower().replace(" ", "_").replace("-", "_")
+            self.close_connection = True
+            self._answer(Outcome(code, {"error": error, "message": message or status.description}))
 
         def log_message(self, format: str, *args: Any) -> None:
             """Requests are reported by the listener, not logged again."""
@@ -366,11 +552,10 @@ def _listen(args: argparse.Namespace) -> int:
     style = Style.for_stdout()
     listener = Listener(receiver, style, args.forward_to, lambda text: print(text, flush=True))
     try:
-        server = ThreadingHTTPServer((args.host, args.port), _handler_class(listener))
-    except OSError as error:
-        raise CLIError(
-            f"cannot listen on {args.host}:{args.port}: {error.strerror or error}"
-        ) from None
+        server = _PooledServer((args.host, args.port), _handler_class(listener), LISTEN_WORKERS)
+    except (OSError, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
     url = f"http://{args.host}:{server.server_port}"
     print(f"{style('bold', 'listening')} on {url} (Ctrl-C to stop)", flush=True)
     if args.forward_to:
@@ -453,7 +638,9 @@ def _parser() -> argparse.ArgumentParser:
         f'{PROG} verify --secret s3cr3t --signature "t=1762079400,v1=67c7..." event.json',
     )
     secret_option(verify)
-    verify.add_argument("--signature", required=True, metavar="HEADER", help="the header value")
+    verify.add_argument(
+        "--signature", required=True, type=_text, metavar="HEADER", help="the header value"
+    )
     verify.add_argument(
         "--tolerance",
         type=_tolerance,
@@ -476,7 +663,7 @@ def _parser() -> argparse.ArgumentParser:
         '    --event UPDATE --table orders --record \'{"id": 1, "status": "paid"}\' \\\n'
         '    --old-record \'{"id": 1, "status": "new"}\'',
     )
-    send.add_argument("url", type=_check_url, metavar="URL")
+    send.add_argument("url", type=_url, metavar="URL")
     secret_option(send)
     send.add_argument(
         "--event",
@@ -485,13 +672,17 @@ def _parser() -> argparse.ArgumentParser:
         default="INSERT",
         help="INSERT, UPDATE, DELETE or TEST (default INSERT)",
     )
-    send.add_argument("--table", default=None, help="table name (default users; test for TEST)")
-    send.add_argument("--schema", default="public", help="schema name (default public)")
+    send.add_argument(
+        "--table", type=_text, default=None, help="table name (default users; test for TEST)"
+    )
+    send.add_argument("--schema", type=_text, default="public", help="schema name (default public)")
     send.add_argument("--record", type=_json_object, metavar="JSON", help="the row (a JSON object)")
     send.add_argument(
         "--old-record", type=_json_object, metavar="JSON", help="the row before (UPDATE, DELETE)"
     )
-    send.add_argument("--webhook-id", metavar="ID", help="webhook_id (default: a random UUID)")
+    send.add_argument(
+        "--webhook-id", type=_text, metavar="ID", help="webhook_id (default: a random UUID)"
+    )
     send.add_argument(
         "--header",
         type=_header,
@@ -500,7 +691,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="'NAME: VALUE'",
         help="extra header (repeatable)",
     )
-    send.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    send.add_argument("--timeout", type=_timeout, default=30.0, help="seconds (default 30)")
     send.set_defaults(run=_send)
 
     listen = command(
@@ -510,11 +701,13 @@ def _parser() -> argparse.ArgumentParser:
         "--forward-to http://127.0.0.1:8000/webhooks/fluxbase",
     )
     secret_option(listen)
-    listen.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
-    listen.add_argument("--port", type=int, default=8787, help="port (default 8787)")
+    listen.add_argument(
+        "--host", type=_text, default="127.0.0.1", help="address (default 127.0.0.1)"
+    )
+    listen.add_argument("--port", type=_port, default=8787, help="port (default 8787)")
     listen.add_argument(
         "--forward-to",
-        type=_check_url,
+        type=_url,
         metavar="URL",
         help="POST each verified event, with its original headers, to this URL; "
         "its answer is returned to the sender",
@@ -552,7 +745,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return error.status
     except KeyboardInterrupt:
-        return 0
+        print(f"{PROG}: error: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0

@@ -5,94 +5,20 @@ from __future__ import annotations
 import json
 import os
 import pty
-import queue
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli.commands import COMMAND, Live, assert_one_line_error, cli, environment
 from tests.servers import bound_socket, free_port, load_vectors, wait_for_port
 
 VECTORS = load_vectors()
 IDS = [case["name"] for case in VECTORS]
 SCRIPT = Path(sys.executable).parent / "fluxbase-receiver"
-COMMAND = [sys.executable, "-m", "fluxbase_receiver.cli"]
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("FLUXBASE_WEBHOOK_SECRET", "NO_COLOR")}
-    env.update(extra)
-    return env
-
-
-def cli(
-    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [*COMMAND, *args],
-        input=stdin.decode("utf-8"),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env or environment(),
-        timeout=60,
-    )
-    return result
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fluxbase-receiver: error: ")
-    assert expected in lines[0]
-
-
-class Live:
-    """A running ``listen`` process whose stdout lines are collected as they come."""
-
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(
-            [*COMMAND, "listen", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            env=env or environment(),
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        assert self.process.stdout is not None
-        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
-
-    def _pump(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float = 20) -> str:
-        """The first line (not yet consumed) containing ``text``; earlier lines are kept."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line with {text!r}; output so far: {self.seen}") from None
-            self.seen.append(line)
-            if text in line:
-                return line
-
-    def interrupt(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout=20)
-        assert self.process.stderr is not None
-        return code, self.process.stderr.read()
 
 
 @pytest.fixture
@@ -103,9 +29,7 @@ def listener() -> Iterator[tuple[Live, str]]:
         live.wait_for("listening on")
         yield live, f"http://127.0.0.1:{port}/webhooks/fluxbase"
     finally:
-        if live.process.poll() is None:
-            live.process.kill()
-            live.process.wait()
+        live.kill()
 
 
 # -- sign / verify --------------------------------------------------------------------
@@ -205,28 +129,6 @@ def test_every_subcommand_help_has_an_example(command: str) -> None:
     assert result.returncode == 0
     assert "example" in result.stdout.lower()
     assert command in result.stdout
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["sign"], "no webhook secret"),
-        (["sign", "--secret", "s", "--timestamp", "soon"], "invalid int value"),
-        (["sign", "--secret", "s", "/nonexistent/body.json"], "cannot read"),
-        (["verify", "--secret", "s"], "--signature"),
-        (["verify", "--secret", "s", "--signature", "t=1,v1=00", "--tolerance", "x"], "tolerance"),
-        (["send", "ftp://example.invalid", "--secret", "s"], "http:// or https://"),
-        (["send", "http://127.0.0.1:9/", "--secret", "s", "--record", "{oops"], "not valid JSON"),
-        (["send", "http://127.0.0.1:9/", "--secret", "s", "--record", "[1]"], "JSON object"),
-        (["send", "http://127.0.0.1:9/", "--secret", "s", "--event", "MERGE"], "invalid choice"),
-        (["send", "http://127.0.0.1:9/", "--secret", "s", "--header", "nocolon"], "Name: value"),
-        (["listen", "--secret", "s", "--port", "http"], "invalid int value"),
-        (["bogus"], "invalid choice"),
-        ([], "COMMAND"),
-    ],
-)
-def test_bad_input_is_one_line_and_a_non_zero_exit(args: list[str], expected: str) -> None:
-    assert_one_line_error(cli(*args), expected)
 
 
 def test_send_to_a_closed_port_is_one_line() -> None:
@@ -350,8 +252,7 @@ def test_listen_forwards_verified_events_to_the_local_app(listener: tuple[Live, 
         assert refused.returncode == 1
         assert "refused" in proxy.wait_for("401")
     finally:
-        proxy.process.kill()
-        proxy.process.wait()
+        proxy.kill()
 
 
 def test_a_failed_forward_is_a_502_and_the_retry_runs_again() -> None:
@@ -369,8 +270,7 @@ def test_a_failed_forward_is_a_502_and_the_retry_runs_again() -> None:
             assert "forward_failed" in result.stdout
             proxy.wait_for("502")
     finally:
-        proxy.process.kill()
-        proxy.process.wait()
+        proxy.kill()
 
 
 def test_the_apps_refusal_is_returned_and_the_retry_is_forwarded_again(
@@ -389,8 +289,7 @@ def test_the_apps_refusal_is_returned_and_the_retry_is_forwarded_again(
             assert "invalid_signature" in app.wait_for("refused")
             assert "invalid_signature" in proxy.wait_for("401")
     finally:
-        proxy.process.kill()
-        proxy.process.wait()
+        proxy.kill()
 
 
 @pytest.mark.parametrize("no_color", [None, "1"])
