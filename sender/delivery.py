@@ -1,26 +1,28 @@
 """HTTP delivery: the SSRF guard, one POST per attempt, and the retry policy.
 
-Sends go through one pooled :class:`aiohttp.ClientSession`. The guard vets every
-address a host name resolves to and hands the connector only vetted addresses, so
-the connection is made to exactly the address that was checked (no second lookup a
-DNS rebinding could change). Literal IP URLs are vetted before any connection.
+Sends go through one pooled :class:`aiohttp.ClientSession`. The guard judges the
+exact address each connection is about to be made to, right before ``connect()``,
+whether it came from an IP literal in the URL or from a DNS answer: no spelling of
+the host and no DNS rebinding can put a different address between the check and the
+connection. :func:`check_url` refuses the same destinations earlier, when a webhook
+is saved, by spelling the URL's host the way the HTTP client will.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
+import re
 import socket
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
+from yarl import URL
 
 from fluxbase_receiver.signature import fluxbase_headers
 
@@ -31,6 +33,8 @@ __all__ = [
     "HttpSender",
     "backoff_delay",
     "check_address",
+    "check_url",
+    "destination_host",
     "parse_retry_after",
     "signed_headers",
 ]
@@ -39,11 +43,42 @@ MAX_STORED_BODY = 16 * 1024
 """Bytes of a receiver's answer kept in the delivery history."""
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _RETRY_AFTER_STATUSES = (429, 503)
+_LEGACY_IPV4 = re.compile(r"(?=.*[0-9])[0-9a-fx.]+", re.IGNORECASE)
+_COMPRESSED = frozenset({"gzip", "x-gzip", "deflate"})
+_ANY_ZLIB_HEADER = 32 + zlib.MAX_WBITS
+"""``wbits`` accepting both the gzip and the zlib header."""
 
 
 class DestinationRefused(OSError):
     """The webhook URL points at an address the SSRF guard does not allow."""
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _rule(ip: IPAddress) -> str | None:
+    """The rule that refuses ``ip``, or ``None`` for a global unicast address."""
+    checks: tuple[tuple[bool, str], ...] = (
+        (ip.is_unspecified, "unspecified"),
+        (ip.is_loopback, "loopback"),
+        (ip.is_link_local, "link-local"),
+        (ip.is_multicast, "multicast"),
+        (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT, "shared address space (CGNAT)"),
+        (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local, "site-local"),
+        (ip.is_reserved, "reserved"),
+        (ip.is_private, "private"),
+        (not ip.is_global, "not globally routable"),
+    )
+    return next((name for refused, name in checks if refused), None)
+
+
+def _refused(destination: object, rule: str) -> DestinationRefused:
+    return DestinationRefused(
+        f"destination {destination} is {rule}, not a public address (private networks are"
+        " not allowed; pass allow_private_networks=True for local development)"
+    )
 
 
 def check_address(address: str) -> None:
@@ -51,57 +86,93 @@ def check_address(address: str) -> None:
 
     Refused: private, loopback, link-local, CGNAT (100.64/10), unspecified,
     multicast, reserved, IPv6 unique-local and site-local, and IPv4-mapped or
-    NAT64-embedded forms of any of those.
+    NAT64-embedded forms of any of those. The message names the rule.
     """
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        elif ip in ipaddress.ip_network("64:ff9b::/96"):
+        elif ip in _NAT64:
             ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    refused = (
-        not ip.is_global
-        or ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT)
-        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-    )
-    if refused:
-        raise DestinationRefused(
-            f"destination {ip} is not a public address (private networks are not allowed;"
-            " pass allow_private_networks=True for local development)"
-        )
+    rule = _rule(ip)
+    if rule is not None:
+        raise _refused(ip, rule)
 
 
-class _GuardedResolver(AbstractResolver):
-    """Resolves with the system resolver and keeps only addresses the guard allows."""
+def destination_host(url: str) -> str:
+    """The host an HTTP client connects to for ``url``, in one canonical spelling.
 
-    def __init__(self) -> None:
-        self._inner = ThreadedResolver()
+    The host is normalised as the client does it (IDNA / UTS-46 mapping: fullwidth
+    digits, ideographic full stops and circled digits become ASCII; lowercase), a
+    trailing dot is dropped, and the legacy IPv4 forms a system resolver accepts
+    (``127.1``, ``2130706433``, ``0177.0.0.1``, ``0x7f.1``) become dotted quads.
+    Raises ``ValueError`` when the URL has no valid host.
+    """
+    host = (URL(url).host or "").rstrip(".")
+    if not host:
+        raise ValueError("url has no host")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if _LEGACY_IPV4.fullmatch(host):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            pass
+    return host
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        allowed: list[ResolveResult] = []
-        refusal: DestinationRefused | None = None
-        for result in found:
-            try:
-                check_address(result["host"])
-            except DestinationRefused as error:
-                refusal = error
-            else:
-                allowed.append(result)
-        if not allowed:
-            raise refusal or DestinationRefused(f"{host} did not resolve to any address")
-        return allowed
 
-    async def close(self) -> None:
-        await self._inner.close()
+def check_url(url: str) -> None:
+    """Raise :class:`DestinationRefused` when ``url`` names a refused address literally.
+
+    Covers every spelling of an IP address and the ``localhost`` names. Other names
+    are judged by the addresses they resolve to, when a connection is made.
+    """
+    host = destination_host(url)
+    if host == "localhost" or host.endswith(".localhost"):
+        raise _refused(host, "loopback")
+    try:
+        check_address(host)
+    except ValueError:
+        return  # a name
+
+
+def vetted(addr_infos: list[Any]) -> list[Any]:
+    """The ``getaddrinfo``-style entries whose address the guard allows.
+
+    Raises the first :class:`DestinationRefused` when none is allowed.
+    """
+    allowed: list[Any] = []
+    refusal: DestinationRefused | None = None
+    for info in addr_infos:
+        try:
+            check_address(info[4][0])
+        except DestinationRefused as error:
+            refusal = refusal or error
+        else:
+            allowed.append(info)
+    if not allowed:
+        raise refusal or DestinationRefused("no address to connect to")
+    return allowed
+
+
+class _GuardedConnector(aiohttp.TCPConnector):
+    """A connector that connects only to addresses the guard allows.
+
+    Every connection attempt passes through ``_wrap_create_connection`` with the
+    socket addresses it is about to ``connect()`` to (literal or resolved): they are
+    vetted there, so the address checked is the address connected to.
+    """
+
+    async def _wrap_create_connection(
+        self, *args: Any, addr_infos: list[Any], req: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            allowed = vetted(addr_infos)
+        except DestinationRefused as refusal:
+            raise aiohttp.ClientConnectorError(req.connection_key, refusal) from None
+        return await super()._wrap_create_connection(*args, addr_infos=allowed, req=req, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +188,8 @@ class AttemptResult:
 
     @property
     def ok(self) -> bool:
-        """A 2xx answer."""
-        return self.status is not None and 200 <= self.status < 300
+        """A whole 2xx answer."""
+        return self.status is not None and 200 <= self.status < 300 and self.error is None
 
 
 class HttpSender:
@@ -133,10 +204,12 @@ class HttpSender:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> HttpSender:
-        resolver = None if self.allow_private_networks else _GuardedResolver()
-        connector = aiohttp.TCPConnector(limit=self._limit, resolver=resolver)
+        kind = aiohttp.TCPConnector if self.allow_private_networks else _GuardedConnector
         self._session = aiohttp.ClientSession(
-            connector=connector, trust_env=False, auto_decompress=True
+            connector=kind(limit=self._limit),
+            trust_env=False,
+            auto_decompress=False,
+            headers={"Accept-Encoding": "gzip, deflate"},
         )
         return self
 
@@ -153,7 +226,7 @@ class HttpSender:
         started = time.perf_counter()
         try:
             if not self.allow_private_networks:
-                _check_literal_host(url)
+                check_url(url)
             async with self._session.post(
                 url,
                 data=body,
@@ -161,12 +234,10 @@ class HttpSender:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
-                raw = await response.content.read(MAX_STORED_BODY)
+                raw, error = await _read_capped(response)
                 if not response.content.at_eof():
                     response.close()
-                text = raw.decode("utf-8", "replace")
                 status = response.status
-                error = None
                 if 300 <= status < 400:
                     location = response.headers.get("Location", "")
                     error = f"redirect {status} not followed (Location: {location[:200]})"
@@ -177,6 +248,7 @@ class HttpSender:
                     if status in _RETRY_AFTER_STATUSES
                     else None
                 )
+                text = raw.decode("utf-8", "replace")
                 return AttemptResult(status, text, error, _since(started), retry_after)
         except DestinationRefused as error:
             return AttemptResult(None, None, str(error), _since(started), refused=True)
@@ -187,17 +259,37 @@ class HttpSender:
             return AttemptResult(None, None, f"connection failed: {cause}", _since(started))
         except TimeoutError:
             return AttemptResult(None, None, f"timed out after {timeout:g} s", _since(started))
+        except aiohttp.ServerDisconnectedError:
+            closed = "connection closed by the receiver before it answered"
+            return AttemptResult(None, None, closed, _since(started))
+        except aiohttp.ClientResponseError as error:
+            return AttemptResult(None, None, f"invalid answer: {error.message}", _since(started))
         except (aiohttp.ClientError, OSError, ValueError) as error:
             return AttemptResult(None, None, _describe(error), _since(started))
 
 
-def _check_literal_host(url: str) -> None:
-    host = urlsplit(url).hostname or ""
+async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
+    """Up to :data:`MAX_STORED_BODY` bytes of the answer, and why it was cut off if it was.
+
+    Reads chunk by chunk until the cap or the end, inflating a gzip or deflate answer
+    only up to the cap (a compression bomb never grows past it). Nothing beyond the
+    cap is read or kept.
+    """
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    inflater = zlib.decompressobj(_ANY_ZLIB_HEADER) if encoding in _COMPRESSED else None
+    kept = bytearray()
     try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return  # a name: the resolver vets what it resolves to
-    check_address(host)
+        async for chunk in response.content.iter_any():
+            if inflater is not None:
+                chunk = inflater.decompress(chunk, MAX_STORED_BODY - len(kept))
+            kept += chunk
+            if len(kept) >= MAX_STORED_BODY:
+                break
+    except aiohttp.ClientPayloadError as error:
+        return bytes(kept), f"answer cut off: {_describe(error)}"
+    except zlib.error as error:
+        return bytes(kept), f"answer not readable as {encoding}: {error}"
+    return bytes(kept[:MAX_STORED_BODY]), None
 
 
 def _describe(error: BaseException) -> str:

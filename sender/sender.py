@@ -20,8 +20,10 @@ from typing import Any
 from fluxbase_receiver.sender.capture import check_identifier, new_event, wire_body
 from fluxbase_receiver.sender.delivery import (
     AttemptResult,
+    DestinationRefused,
     HttpSender,
     backoff_delay,
+    check_url,
     signed_headers,
 )
 from fluxbase_receiver.sender.models import (
@@ -33,6 +35,7 @@ from fluxbase_receiver.sender.models import (
     TestResult,
     Webhook,
     WebhookSpec,
+    WebhookValidationError,
 )
 from fluxbase_receiver.sender.store import (
     AttemptRecord,
@@ -72,7 +75,18 @@ class Webhooks:
     ) -> Webhook:
         """Validate and store a webhook; raises :class:`WebhookValidationError`."""
         data = _spec_fields(spec) | fields
-        return self._store.create_webhook(WebhookSpec.parse(data), time.time())
+        parsed = WebhookSpec.parse(data)
+        self._check_destination(parsed.url)
+        return self._store.create_webhook(parsed, time.time())
+
+    def _check_destination(self, url: str) -> None:
+        """Refuse a URL naming a non-public address unless private networks are allowed."""
+        if self._sender.allow_private_networks:
+            return
+        try:
+            check_url(url)
+        except (DestinationRefused, ValueError) as refusal:
+            raise WebhookValidationError([{"field": "url", "message": str(refusal)}]) from None
 
     def list(self) -> list[Webhook]:
         """Every webhook, oldest first."""
@@ -92,7 +106,10 @@ class Webhooks:
         current = self.get(webhook_id).fields()
         merged = {key: current[key] for key in WebhookSpec.model_fields}
         merged.update(_spec_fields(spec) | fields)
-        updated = self._store.update_webhook(webhook_id, WebhookSpec.parse(merged), time.time())
+        parsed = WebhookSpec.parse(merged)
+        if parsed.url != current["url"]:
+            self._check_destination(parsed.url)
+        updated = self._store.update_webhook(webhook_id, parsed, time.time())
         if updated is None:
             raise NotFound(f"no webhook with id {webhook_id!r}")
         return updated

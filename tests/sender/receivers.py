@@ -8,8 +8,9 @@ the real pipeline answers, and records of every request and every handled event.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,3 +94,68 @@ def serving(target: ScriptedReceiver) -> Iterator[str]:
     """Serve ``target`` on a free loopback port; yield its webhook URL."""
     with run_asgi(target.app) as base:
         yield f"{base}/hook"
+
+
+Reply = Callable[[asyncio.StreamWriter], Awaitable[None]]
+"""What a :class:`RawServer` writes back once it has read a request."""
+
+
+async def answer_ok(writer: asyncio.StreamWriter) -> None:
+    """A plain ``200 OK``."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    await writer.drain()
+
+
+class RawServer:
+    """A TCP server on a loopback address that reads HTTP requests and answers with ``reply``.
+
+    Counts every connection and keeps every request head, so a test can prove that
+    nothing reached it. Runs its own event loop in a thread.
+    """
+
+    def __init__(self, reply: Reply = answer_ok, host: str = "127.0.0.1") -> None:
+        self.reply = reply
+        self.host = host
+        self.port = 0
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            self.requests.append(head)
+            await self.reply(writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        start = asyncio.start_server(self._handle, self.host, 0)
+        self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        async def shut() -> None:
+            assert self._server is not None
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 from collections.abc import Iterator
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fluxbase_receiver.sender import DestinationRefused, Sender, check_address
+from fluxbase_receiver.sender import (
+    DestinationRefused,
+    Sender,
+    WebhookValidationError,
+    check_address,
+)
+from fluxbase_receiver.sender.delivery import _GuardedConnector, vetted
 from tests.sender.conftest import make_webhook
-from tests.sender.receivers import ScriptedReceiver
+from tests.sender.receivers import RawServer, ScriptedReceiver
 
 REFUSED = [
     "127.0.0.1",
@@ -66,45 +77,87 @@ def test_every_address_of_a_private_network_is_refused(
         check_address(f"::ffff:{address}")
 
 
+@pytest.mark.parametrize(
+    ("address", "rule"),
+    [
+        ("0.0.0.0", "unspecified"),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("100.64.0.1", "shared address space (CGNAT)"),
+        ("fec0::1", "site-local"),
+        ("240.0.0.1", "reserved"),
+        ("10.0.0.1", "private"),
+        ("fd12:3456::1", "private"),
+        ("::ffff:10.0.0.1", "private"),
+        ("64:ff9b::a9fe:a9fe", "link-local"),
+    ],
+)
+def test_the_refusal_names_the_rule(address: str, rule: str) -> None:
+    with pytest.raises(DestinationRefused) as refused:
+        check_address(address)
+    assert f" is {rule}, not a public address" in str(refused.value)
+
+
 @pytest.fixture
 def guarded(database: str) -> Iterator[Sender]:
     with Sender(database) as sender:  # allow_private_networks defaults to False
         yield sender
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://10.0.0.1/hook",
-        "http://[::1]/hook",
-        "https://169.254.169.254/latest/meta-data",
-        "http://100.64.0.1:8080/",
-        "http://[::ffff:10.0.0.1]/hook",
-        "http://localhost/hook",
-    ],
-)
-def test_the_refusal_is_recorded_on_the_delivery(guarded: Sender, url: str) -> None:
-    webhook = make_webhook(guarded, url, max_retries=0)
+@pytest.fixture
+def permissive(database: str) -> Iterator[Sender]:
+    """The same database with the guard off: stores URLs the guarded sender refuses."""
+    with Sender(database, allow_private_networks=True) as sender:
+        yield sender
+
+
+PRIVATE_URLS = [
+    ("http://10.0.0.1/hook", "private"),
+    ("http://[::1]/hook", "loopback"),
+    ("https://169.254.169.254/latest/meta-data", "link-local"),
+    ("http://100.64.0.1:8080/", "shared address space (CGNAT)"),
+    ("http://[::ffff:10.0.0.1]/hook", "private"),
+    ("http://localhost/hook", "loopback"),
+]
+
+
+@pytest.mark.parametrize(("url", "rule"), PRIVATE_URLS)
+def test_the_refusal_is_recorded_on_the_delivery(
+    guarded: Sender, permissive: Sender, url: str, rule: str
+) -> None:
+    webhook = make_webhook(permissive, url, max_retries=0)
     guarded.emit("INSERT", "orders", {"id": 1})
     guarded.deliver_pending()
     (delivery,) = guarded.webhooks.get_deliveries(webhook.id)
     assert delivery.status == "failed" and delivery.response_status is None
-    assert delivery.error is not None and "is not a public address" in delivery.error
+    assert delivery.error is not None and f"is {rule}, not a public address" in delivery.error
     assert "allow_private_networks=True" in delivery.error
     (attempt,) = guarded.get_attempts(delivery.id)
     assert attempt.outcome == "refused"
 
 
+@pytest.mark.parametrize(("url", "rule"), PRIVATE_URLS)
+def test_a_private_url_is_refused_when_saved(guarded: Sender, url: str, rule: str) -> None:
+    with pytest.raises(WebhookValidationError) as refused:
+        guarded.webhooks.create(name="hook", url=url)
+    assert refused.value.errors[0]["field"] == "url"
+    assert f"is {rule}, not a public address" in refused.value.errors[0]["message"]
+    assert guarded.webhooks.list() == []
+
+
 def test_a_loopback_receiver_gets_nothing_without_the_opt_in(
-    guarded: Sender, target: ScriptedReceiver, hook_url: str
+    guarded: Sender, permissive: Sender, target: ScriptedReceiver, hook_url: str
 ) -> None:
-    webhook = make_webhook(guarded, hook_url, max_retries=0)
+    webhook = make_webhook(permissive, hook_url, max_retries=0)
     guarded.emit("INSERT", "orders", {"id": 1})
     guarded.deliver_pending()
     assert target.requests == []
     result = guarded.webhooks.test(webhook.id)
     assert not result.success and result.error is not None
-    assert "127.0.0.1 is not a public address" in result.error
+    assert "127.0.0.1 is loopback, not a public address" in result.error
     assert target.requests == []
 
 
@@ -116,29 +169,50 @@ def test_the_opt_in_reaches_a_loopback_receiver(
     assert len(target.requests) == 1
 
 
-class _Answers:
-    """A stand-in system resolver: the addresses a name "resolves" to."""
+def addr_info(address: str) -> tuple[Any, ...]:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return (family, socket.SOCK_STREAM, 6, "", (address, 443))
 
-    def __init__(self, *addresses: str) -> None:
-        self.addresses = addresses
 
-    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, object]]:
+def test_only_vetted_addresses_are_connected_to() -> None:
+    mixed = [addr_info(a) for a in ("10.0.0.7", "93.184.215.14", "::1", "2606:4700::1111")]
+    assert [info[4][0] for info in vetted(mixed)] == ["93.184.215.14", "2606:4700::1111"]
+    with pytest.raises(DestinationRefused, match=r"10\.0\.0\.7 is private"):
+        vetted([addr_info("10.0.0.7"), addr_info("169.254.169.254")])
+
+
+class Rebinding(AbstractResolver):
+    """A resolver whose answer for every name is a loopback address."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         return [
-            {"hostname": host, "host": a, "port": port, "family": 0, "proto": 0, "flags": 0}
-            for a in self.addresses
+            ResolveResult(
+                hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0, flags=0
+            )
         ]
 
+    async def close(self) -> None:
+        return None
 
-def test_the_connector_only_gets_vetted_addresses() -> None:
-    import asyncio
 
-    from fluxbase_receiver.sender.delivery import _GuardedResolver
+async def connect_through_the_guard(url: str, resolver: AbstractResolver | None = None) -> str:
+    """POST with the guarded connector alone (no check of the URL first); the error."""
+    connector = _GuardedConnector(resolver=resolver)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with pytest.raises(aiohttp.ClientConnectorError) as failed:
+            await session.post(url, data=b"{}")
+    assert isinstance(failed.value.os_error, DestinationRefused)
+    return str(failed.value.os_error)
 
-    async def resolve(*addresses: str) -> list[str]:
-        resolver = _GuardedResolver()
-        resolver._inner = _Answers(*addresses)  # type: ignore[assignment]
-        return [r["host"] for r in await resolver.resolve("rebinding.example", 443)]
 
-    assert asyncio.run(resolve("10.0.0.7", "93.184.215.14", "::1")) == ["93.184.215.14"]
-    with pytest.raises(DestinationRefused, match="not a public address"):
-        asyncio.run(resolve("127.0.0.1", "169.254.169.254"))
+def test_the_connector_refuses_a_literal_and_a_rebound_name_before_connecting() -> None:
+    with RawServer() as server:
+        literal = asyncio.run(connect_through_the_guard(f"http://127.0.0.1:{server.port}/"))
+        rebound = asyncio.run(
+            connect_through_the_guard(f"http://rebound.example:{server.port}/", Rebinding())
+        )
+    assert server.connections == 0
+    assert literal.startswith("destination 127.0.0.1 is loopback")
+    assert rebound.startswith("destination 127.0.0.1 is loopback")
