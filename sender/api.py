@@ -1,19 +1,25 @@
-"""The HTTP management API at ``/api/v1/webhooks``: a Starlette app over a :class:`Sender`.
+"""The HTTP management API at ``/api/v1/webhooks``, answering as the Fluxbase server does.
 
-Every request needs ``Authorization: Bearer <service key>``. Routes mirror the
-Fluxbase SDK calls (``FluxbaseClient(url, api_key).webhooks.*``)::
+A drop-in for Fluxbase's webhooks API: the official TypeScript SDK
+(``client.management.webhooks.*``) and code written against the Fluxbase server work
+unchanged. Answers are the server's shapes, with our extra fields beside them::
 
-    GET    /api/v1/webhooks                      list
-    POST   /api/v1/webhooks                      create (201)
-    GET    /api/v1/webhooks/{id}                 get
-    PATCH  /api/v1/webhooks/{id}  (or PUT)       update (fields given change)
-    DELETE /api/v1/webhooks/{id}                 delete (204)
-    POST   /api/v1/webhooks/{id}/test            test send ({event, table, record, ...})
-    GET    /api/v1/webhooks/{id}/deliveries      history (?limit=50&offset=0)
+    GET    /api/v1/webhooks                           list, newest first
+    POST   /api/v1/webhooks                           create (201)
+    GET    /api/v1/webhooks/{id}                      get
+    PATCH  /api/v1/webhooks/{id}   (or PUT)           update the fields given (200)
+    DELETE /api/v1/webhooks/{id}                      delete (200)
+    POST   /api/v1/webhooks/{id}/test                 send a test event now
+    GET    /api/v1/webhooks/{id}/deliveries           history (?limit=50&offset=0)
+    POST   /api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver   queue again (201)
+    GET    /openapi.json                              this API's OpenAPI document
 
-Secrets are never returned, except once in the answer to a create that let the
-server generate one. Errors are ``{"error": code, "message": text}`` (plus
-``"errors"`` with field messages on 422).
+Every request needs a service key, given as ``Authorization: Bearer <key>``,
+``apikey: <key>``, ``X-Service-Key: <key>`` or ``Authorization: ServiceKey <key>``.
+Read-only keys may only ``GET`` (403 names the scope a write needs). Errors are
+``{"error": <sentence>, "code": <UPPER_SNAKE>}`` plus detail fields (``errors`` lists
+``{"field", "message"}`` for a refused body). Secrets are never returned, except once in
+the answer to a create that let the server generate one.
 
     app = management_app(sender, service_key=os.environ["FLUXBASE_SERVICE_KEY"])
 """
@@ -21,153 +27,423 @@ server generate one. Errors are ``{"error": code, "message": text}`` (plus
 from __future__ import annotations
 
 import hmac
-import json
-from collections.abc import Callable
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import from_json
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fluxbase_receiver.errors import WebhookError
-from fluxbase_receiver.sender.models import Webhook, WebhookValidationError
+from fluxbase_receiver.sender.models import (
+    Delivery,
+    NotFound,
+    Webhook,
+    WebhookValidationError,
+)
+from fluxbase_receiver.sender.openapi import openapi_document
 from fluxbase_receiver.sender.sender import Sender
 
-__all__ = ["management_app"]
+__all__ = ["APIError", "management_app"]
 
 PREFIX = "/api/v1/webhooks"
 MAX_BODY = 64 * 1024
-_TEST_FIELDS = frozenset({"event", "table", "record", "old_record", "schema"})
+MAX_LIMIT = 1000
+READ_SCOPE = "webhooks:read"
+WRITE_SCOPE = "webhooks:write"
 
-Endpoint = Callable[[Request, bytes], Any]
+READ_ONLY_FIELDS = frozenset(
+    {"id", "created_at", "updated_at", "created_by", "disabled_reason", "success", "message"}
+)
+"""Fields a client may send back from a ``GET`` answer: ignored on create and update."""
+WHOLE_NUMBER_FIELDS = ("max_retries", "timeout_seconds", "retry_backoff_seconds")
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
-class _Refused(WebhookError):
-    """A request the API refuses (bad JSON, bad query, body too large, bad credentials)."""
+class APIError(WebhookError):
+    """A refusal of the management API: ``status``, ``code`` and detail fields."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        /,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **detail: Any,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.headers = headers
+        self.detail = detail
+
+    def response(self) -> JSONResponse:
+        """The error as the Fluxbase server answers it."""
+        body = {"error": str(self), "code": self.code, **self.detail}
+        return JSONResponse(body, self.status, headers=self.headers)
 
 
-def management_app(sender: Sender, service_key: str) -> Starlette:
-    """The management API for ``sender``, guarded by the bearer ``service_key``."""
-    if len(service_key) < 16:
-        raise ValueError("service_key must be at least 16 characters")
-    expected = f"Bearer {service_key}".encode()
+class _TestSend(BaseModel):
+    """The optional body of a test send (an empty body sends Fluxbase's TEST event)."""
 
-    def guarded(endpoint: Endpoint) -> Callable[[Request], Any]:
-        async def handle(request: Request) -> Response:
-            try:
-                given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected):
-                    raise _Refused(401, "unauthorized", "a valid bearer service key is required")
-                body = await _read_body(request)
-                result = await run_in_threadpool(endpoint, request, body)
-            except WebhookValidationError as error:
-                refusal = {"error": error.code, "message": str(error), "errors": error.errors}
-                return JSONResponse(refusal, error.status)
-            except WebhookError as error:
-                headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-                refusal = {"error": error.code, "message": str(error)}
-                return JSONResponse(refusal, error.status, headers)
-            if isinstance(result, Response):
-                return result
-            return JSONResponse(result)
+    model_config = ConfigDict(extra="forbid")
 
-        return handle
+    event: str = "TEST"
+    table: str = "test"
+    record: Any = None
+    old_record: Any = None
+    schema_name: str = Field(default="public", alias="schema")
 
-    def list_or_create(request: Request, body: bytes) -> Any:
-        if request.method == "GET":
-            return [_public(w) for w in sender.webhooks.list()]
-        fields = _json_object(body)
-        created = sender.webhooks.create(fields)
-        answer = _public(created)
+
+def management_app(
+    sender: Sender,
+    service_key: str | Sequence[str] | None = None,
+    *,
+    read_only_keys: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+) -> Starlette:
+    """The management API for ``sender``.
+
+    ``service_key`` (one key or several; default: ``FLUXBASE_SERVICE_KEY``) may do
+    everything, ``read_only_keys`` may only read. ``cors_origins`` allows browser calls
+    from those origins (``["*"]`` for any); CORS is off by default.
+    """
+    if service_key is None:
+        service_key = os.environ.get("FLUXBASE_SERVICE_KEY") or ()
+    write_keys = [service_key] if isinstance(service_key, str) else list(service_key)
+    keys = {key: True for key in write_keys} | {key: False for key in read_only_keys}
+    if not keys:
+        raise ValueError("a service key is required: pass service_key or set FLUXBASE_SERVICE_KEY")
+    if any(len(key) < 16 for key in keys):
+        raise ValueError("service keys must be at least 16 characters")
+
+    async def list_webhooks(request: Request) -> Response:
+        found = await run_in_threadpool(sender.webhooks.list)
+        return JSONResponse([_webhook_view(w) for w in reversed(found)])
+
+    async def create_webhook(request: Request) -> Response:
+        fields = _webhook_fields(await _json_object(request), creating=True)
+        created = await run_in_threadpool(sender.webhooks.create, fields)
+        answer = _webhook_view(created)
         if "secret" not in fields:
             answer["secret"] = created.secret.get_secret_value()
         return JSONResponse(answer, 201)
 
-    def one(request: Request, body: bytes) -> Any:
-        webhook_id = request.path_params["webhook_id"]
-        if request.method == "GET":
-            return _public(sender.webhooks.get(webhook_id))
-        if request.method == "DELETE":
-            sender.webhooks.delete(webhook_id)
-            return Response(status_code=204)
-        return _public(sender.webhooks.update(webhook_id, _json_object(body)))
+    async def get_webhook(request: Request) -> Response:
+        webhook = await run_in_threadpool(sender.webhooks.get, _path_id(request, "webhook_id"))
+        return JSONResponse(_webhook_view(webhook))
 
-    def test(request: Request, body: bytes) -> Any:
-        fields = _json_object(body) if body.strip() else {}
-        unknown = set(fields) - _TEST_FIELDS
-        if unknown:
-            raise _Refused(400, "bad_request", f"unknown test fields {sorted(unknown)}")
+    async def update_webhook(request: Request) -> Response:
+        webhook_id = _path_id(request, "webhook_id")
+        fields = _webhook_fields(await _json_object(request), creating=False)
+        updated = await run_in_threadpool(sender.webhooks.update, webhook_id, fields)
+        message = {"success": True, "message": "Webhook updated successfully"}
+        return JSONResponse(message | _webhook_view(updated))
+
+    async def delete_webhook(request: Request) -> Response:
+        await run_in_threadpool(sender.webhooks.delete, _path_id(request, "webhook_id"))
+        return JSONResponse({"success": True, "message": "Webhook deleted successfully"})
+
+    async def test_webhook(request: Request) -> Response:
+        webhook_id = _path_id(request, "webhook_id")
+        body = await _read_body(request)
         try:
-            result = sender.webhooks.test(request.path_params["webhook_id"], **fields)
+            options = _TestSend.model_validate(_parse_object(body) if body.strip() else {})
+            result = await sender.webhooks.test_async(
+                webhook_id,
+                event=options.event,
+                table=options.table,
+                record=options.record,
+                old_record=options.old_record,
+                schema=options.schema_name,
+            )
+        except ValidationError as error:
+            raise _invalid_body(WebhookValidationError.from_pydantic(error).errors) from None
         except ValueError as error:
-            raise _Refused(400, "bad_request", str(error)) from None
-        return result.model_dump(mode="json")
+            raise _invalid_body([{"field": "body", "message": str(error)}]) from None
+        detail = {
+            "status_code": result.status_code,
+            "response_body": result.response_body,
+            "delivery_id": result.delivery_id,
+        }
+        if result.success:
+            answer = {"success": True, "message": "Test webhook sent successfully", **detail}
+            return JSONResponse(answer)
+        if result.status_code is None:
+            reason = result.error or "the test webhook could not be sent"
+        else:
+            reason = f"HTTP {result.status_code}: {(result.response_body or '')[:500]}"
+        raise APIError(
+            502,
+            "WEBHOOK_TEST_FAILED",
+            reason,
+            success=False,
+            message="Test webhook failed",
+            **detail,
+        )
 
-    def deliveries(request: Request, body: bytes) -> Any:
-        limit = _query_int(request, "limit", 50)
-        offset = _query_int(request, "offset", 0)
-        found = sender.webhooks.get_deliveries(request.path_params["webhook_id"], limit, offset)
-        return [_dump(d) for d in found]
+    async def list_deliveries(request: Request) -> Response:
+        webhook_id = _path_id(request, "webhook_id")
+        limit = min(_query_int(request, "limit", 50, minimum=1), MAX_LIMIT)
+        offset = _query_int(request, "offset", 0, minimum=0)
+        found = await run_in_threadpool(sender.webhooks.get_deliveries, webhook_id, limit, offset)
+        return JSONResponse([_delivery_view(d) for d in found])
 
-    return Starlette(
-        routes=[
-            Route(PREFIX, guarded(list_or_create), methods=["GET", "POST"]),
-            Route(
-                PREFIX + "/{webhook_id}", guarded(one), methods=["GET", "PATCH", "PUT", "DELETE"]
-            ),
-            Route(PREFIX + "/{webhook_id}/test", guarded(test), methods=["POST"]),
-            Route(PREFIX + "/{webhook_id}/deliveries", guarded(deliveries), methods=["GET"]),
-        ]
+    async def redeliver(request: Request) -> Response:
+        webhook_id = _path_id(request, "webhook_id")
+        delivery_id = _path_id(request, "delivery_id")
+
+        def queue_again() -> Delivery:
+            if sender.get_delivery(delivery_id).webhook_id != webhook_id:
+                raise NotFound(f"webhook {webhook_id} has no delivery {delivery_id}")
+            return sender.redeliver(delivery_id)
+
+        return JSONResponse(_delivery_view(await run_in_threadpool(queue_again)), 201)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    one = PREFIX + "/{webhook_id}"
+    routes = [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(PREFIX, list_webhooks, methods=["GET"]),
+        Route(PREFIX, create_webhook, methods=["POST"]),
+        Route(one, get_webhook, methods=["GET"]),
+        Route(one, update_webhook, methods=["PATCH"]),
+        Route(one, update_webhook, methods=["PUT"]),
+        Route(one, delete_webhook, methods=["DELETE"]),
+        Route(one + "/test", test_webhook, methods=["POST"]),
+        Route(one + "/deliveries", list_deliveries, methods=["GET"]),
+        Route(one + "/deliveries/{delivery_id}/redeliver", redeliver, methods=["POST"]),
+    ]
+    middleware = [Middleware(_Gate, keys={k.encode(): w for k, w in keys.items()})]
+    if cors_origins:
+        cors = Middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["authorization", "apikey", "x-service-key", "content-type"],
+        )
+        middleware.insert(0, cors)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            APIError: _api_error,
+            WebhookValidationError: _validation_error,
+            NotFound: _not_found,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
     )
+    app.router.redirect_slashes = False
+    return app
 
 
-def _public(webhook: Webhook) -> dict[str, Any]:
-    """A webhook as JSON, without its secret."""
-    return _dump(webhook, exclude={"secret"})
+class _Gate:
+    """Service-key check for every request, and trailing slashes served without a redirect."""
+
+    def __init__(self, app: ASGIApp, keys: dict[bytes, bool]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            scope = dict(scope, path=path.rstrip("/") or "/")
+        refusal = self._refusal(Headers(scope=scope), scope["method"])
+        if refusal is not None:
+            await refusal.response()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: Headers, method: str) -> APIError | None:
+        given = list(_credentials(headers))
+        if not given:
+            return APIError(
+                401,
+                "UNAUTHORIZED",
+                "Authentication required: send a service key as Authorization: Bearer <key>,"
+                " apikey, X-Service-Key or Authorization: ServiceKey <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        can_write: bool | None = None
+        for credential in given:
+            for key, writes in self.keys.items():
+                if hmac.compare_digest(credential, key):
+                    can_write = bool(can_write) or writes
+        if can_write is None:
+            return APIError(
+                401,
+                "INVALID_SERVICE_KEY",
+                "Invalid service key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not can_write and method not in _SAFE_METHODS:
+            return APIError(
+                403,
+                "INSUFFICIENT_PERMISSIONS",
+                "Insufficient permissions",
+                required_scope=WRITE_SCOPE,
+            )
+        return None
 
 
-def _dump(model: BaseModel, exclude: set[str] | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude=exclude)
-    return data
+def _credentials(headers: Headers) -> Iterator[bytes]:
+    """Every key the request presents, in any of the headers the Fluxbase server reads."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() in ("bearer", "servicekey") and value.strip():
+        yield value.strip().encode("latin-1")
+    for name in ("apikey", "x-service-key"):
+        if headers.get(name, "").strip():
+            yield headers[name].strip().encode("latin-1")
+
+
+async def _api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, APIError)
+    return error.response()
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, WebhookValidationError)
+    return _invalid_body(error.errors).response()
+
+
+async def _not_found(request: Request, error: Exception) -> Response:
+    text = str(error)
+    return APIError(404, "NOT_FOUND", text[:1].upper() + text[1:]).response()
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "BAD_REQUEST")
+    return APIError(error.status_code, code, error.detail, headers=error.headers).response()
+
+
+async def _server_error(request: Request, error: Exception) -> Response:
+    return APIError(500, "INTERNAL_ERROR", "Internal server error").response()
+
+
+def _invalid_body(errors: list[dict[str, str]]) -> APIError:
+    """400 for a refused body: ``MISSING_REQUIRED_FIELD`` when that is all that is wrong."""
+    missing = [e for e in errors if e["message"].endswith(" is required")]
+    if missing and len(missing) == len(errors):
+        return APIError(400, "MISSING_REQUIRED_FIELD", missing[0]["message"], errors=errors)
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return APIError(400, "INVALID_REQUEST_BODY", f"Invalid request body: {summary}", errors=errors)
+
+
+def _path_id(request: Request, name: str) -> str:
+    """A path id in canonical UUID form, or 400 ``INVALID_ID``."""
+    value: str = request.path_params[name]
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        kind = "webhook" if name == "webhook_id" else "delivery"
+        raise APIError(400, "INVALID_ID", f"Invalid {kind} ID: expected a UUID") from None
+
+
+def _query_int(request: Request, name: str, default: int, *, minimum: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if not _DIGITS.fullmatch(value) or int(value) < minimum:
+        raise APIError(
+            400,
+            "INVALID_QUERY_PARAMETER",
+            f"{name} must be a whole number from {minimum} to 999999999",
+            parameter=name,
+        )
+    return int(value)
 
 
 async def _read_body(request: Request) -> bytes:
     """The body, refused with 413 as soon as it passes :data:`MAX_BODY`."""
+    too_large = APIError(413, "PAYLOAD_TOO_LARGE", f"Request body exceeds {MAX_BODY} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
-        raise _Refused(413, "payload_too_large", f"body exceeds {MAX_BODY} bytes")
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise _Refused(413, "payload_too_large", f"body exceeds {MAX_BODY} bytes")
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+async def _json_object(request: Request) -> dict[str, Any]:
+    return _parse_object(await _read_body(request))
+
+
+def _parse_object(body: bytes) -> dict[str, Any]:
+    """A JSON object from ``body`` (nesting is capped by the parser), or 400."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _Refused(400, "bad_request", "body is not valid JSON") from None
+        data = from_json(body, allow_inf_nan=False)
+    except ValueError as error:
+        field = {"field": "body", "message": f"not valid JSON ({error})"}
+        raise _invalid_body([field]) from None
     if not isinstance(data, dict):
-        raise _Refused(400, "bad_request", "body must be a JSON object")
+        raise _invalid_body([{"field": "body", "message": "must be a JSON object"}])
     return data
 
 
-def _query_int(request: Request, name: str, default: int) -> int:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    if not value.isdigit():
-        raise _Refused(400, "bad_request", f"{name} must be a non-negative integer")
-    return int(value)
+def _webhook_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    """Webhook fields from a request body: read-only fields dropped, Fluxbase's rules checked."""
+    fields = {key: value for key, value in body.items() if key not in READ_ONLY_FIELDS}
+    errors: list[dict[str, str]] = []
+    if "is_active" in fields:
+        active = fields.pop("is_active")
+        if "enabled" in fields and fields["enabled"] != active:
+            errors.append({"field": "is_active", "message": "is_active and enabled disagree"})
+        fields["enabled"] = active
+    if creating:
+        for name, label in (("name", "Name"), ("url", "URL")):
+            if fields.get(name) in (None, ""):
+                errors.append({"field": name, "message": f"{label} is required"})
+    for name in WHOLE_NUMBER_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, float) and value.is_integer():
+            fields[name] = int(value)
+        elif name in fields and (isinstance(value, bool) or not isinstance(value, int)):
+            errors.append({"field": name, "message": "must be a whole number"})
+    if errors:
+        raise _invalid_body(errors)
+    return fields
+
+
+def _webhook_view(webhook: Webhook) -> dict[str, Any]:
+    """A webhook as the Fluxbase server shows it: no secret, no empty description."""
+    data: dict[str, Any] = webhook.model_dump(mode="json", exclude={"secret"})
+    for optional in ("description", "disabled_reason"):
+        if data[optional] is None:
+            del data[optional]
+    data["is_active"] = webhook.enabled
+    return data
+
+
+def _delivery_view(delivery: Delivery) -> dict[str, Any]:
+    """A delivery with the server's field names (``status_code``, ``attempt``) beside ours."""
+    data: dict[str, Any] = delivery.model_dump(mode="json", by_alias=True)
+    data["status_code"] = delivery.response_status
+    data["attempt"] = delivery.attempts
+    return data
