@@ -1,9 +1,9 @@
 """``fluxbase-receiver``: sign, verify, send and receive Fluxbase webhooks from a terminal.
 
-Subcommands: ``sign``, ``verify``, ``send``, ``listen`` and ``demo``. Secrets come from
-``--secret`` or ``FLUXBASE_WEBHOOK_SECRET``. Errors are one line on stderr with a
-non-zero exit status. Ctrl-C stops ``listen`` with status 0; it interrupts any other
-command with one line and status 130.
+Subcommands: ``sign``, ``verify``, ``send``, ``listen``, ``demo`` and ``sender serve``.
+Secrets come from ``--secret`` or ``FLUXBASE_WEBHOOK_SECRET``. Errors are one line on
+stderr with a non-zero exit status. Ctrl-C stops ``listen`` with status 0; it interrupts
+any other command with one line and status 130.
 """
 
 from __future__ import annotations
@@ -577,15 +577,19 @@ def _interrupt(signum: int, frame: object) -> None:
 # -- demo -----------------------------------------------------------------------------
 
 
-def _demo(argv: list[str]) -> int:
-    """Run ``fluxbase_receiver.sender.demo.main`` (needs the ``sender`` extra)."""
+_SENDER_COMMANDS = {"demo": "demo", "sender serve": "serve"}
+"""Commands run by a module of the sender (``fluxbase_receiver.sender.<module>.main``)."""
+
+
+def _sender_command(command: str, argv: list[str]) -> int:
+    """Run a command that lives in the sender (needs the ``sender`` extra)."""
     try:
-        module = importlib.import_module("fluxbase_receiver.sender.demo")
+        module = importlib.import_module(f"fluxbase_receiver.sender.{_SENDER_COMMANDS[command]}")
     except ImportError as error:
         missing = error.name or ""
         if isinstance(error, ModuleNotFoundError) and not missing.startswith("fluxbase_receiver"):
             raise CLIError(
-                f"the demo needs {missing}: pip install 'fluxbase-receiver[sender]'"
+                f"{command} needs {missing}: pip install 'fluxbase-receiver[sender]'"
             ) from None
         raise CLIError(str(error)) from None
     run: Callable[[list[str]], int] = module.main
@@ -729,6 +733,15 @@ def _parser() -> argparse.ArgumentParser:
         "Run the sender demo (needs the sender extra); arguments go to the demo.",
         f"{PROG} demo --help",
     ).add_argument("args", nargs=argparse.REMAINDER, help="arguments for the demo")
+
+    sender = command(
+        "sender",
+        "Run the sender (needs the sender extra): 'sender serve' serves the webhooks "
+        "management API and a delivery worker.",
+        f"{PROG} sender serve --database-url sqlite:///app.db --service-key KEY",
+    )
+    sender.add_argument("action", choices=["serve"], help="what to run")
+    sender.add_argument("args", nargs=argparse.REMAINDER, help="see 'sender serve --help'")
     return parser
 
 
@@ -737,7 +750,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         if args_list[:1] == ["demo"]:
-            return _demo(args_list[1:])
+            return _sender_command("demo", args_list[1:])
+        if args_list[:2] == ["sender", "serve"]:
+            return _sender_command("sender serve", args_list[2:])
         args = _parser().parse_args(args_list)
         status: int = args.run(args)
         return status
