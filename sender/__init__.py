@@ -16,7 +16,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'fluxbase_receiver.sender needs aiohttp: pip install "fluxbase-receiver[sender]"'
     ) from error
 
-from fluxbase_receiver.sender.delivery import DestinationRefused, check_address
+from fluxbase_receiver.sender.delivery import DestinationRefused, check_address, check_url
 from fluxbase_receiver.sender.models import (
     Delivery,
     DeliveryAttempt,
@@ -28,6 +28,7 @@ from fluxbase_receiver.sender.models import (
     Webhook,
     WebhookSpec,
     WebhookValidationError,
+    masked_headers,
 )
 from fluxbase_receiver.sender.sender import Sender, Webhooks
 from fluxbase_receiver.sender.store import SenderStore, SQLiteStore
@@ -49,4 +50,6 @@ __all__ = [
     "WebhookValidationError",
     "Webhooks",
     "check_address",
+    "check_url",
+    "masked_headers",
 ]

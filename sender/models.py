@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
 )
 
@@ -36,12 +37,17 @@ __all__ = [
     "Webhook",
     "WebhookSpec",
     "WebhookValidationError",
+    "masked_headers",
 ]
 
 DeliveryStatus: TypeAlias = Literal["pending", "retrying", "success", "failed"]
 AttemptOutcome: TypeAlias = Literal["success", "failed", "refused", "superseded"]
 
 CAPTURED_OPERATIONS = ("INSERT", "UPDATE", "DELETE")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Control characters refused in header values (horizontal tab is allowed)."""
+MASK = "**********"
+"""What a write-only value (secret, custom header value) shows instead of itself."""
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _IDENTIFIER = re.compile(r"^(\*|[A-Za-z_][A-Za-z0-9_$]*)$")
 FORBIDDEN_HEADERS = frozenset(
@@ -67,6 +73,15 @@ FORBIDDEN_HEADERS = frozenset(
     }
 )
 """Custom header names a webhook may not set: hop-by-hop, framing, and our own."""
+
+
+def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Custom headers with every value replaced by :data:`MASK`: values are write-only.
+
+    This is how headers appear in ``model_dump()`` / JSON, ``repr`` and logs. The
+    values themselves stay readable on the model (``webhook.headers``).
+    """
+    return {name: MASK for name in headers}
 
 
 class WebhookValidationError(WebhookError, ValueError):
@@ -198,11 +213,14 @@ class WebhookSpec(BaseModel):
     @field_validator("headers", mode="before")
     @classmethod
     def _header_values(cls, headers: Any) -> Any:
-        """Refuse CR, LF and NUL before whitespace stripping could hide them."""
+        """Refuse control characters (tab aside) before whitespace stripping could hide them."""
         if isinstance(headers, Mapping):
             for name, value in headers.items():
-                if isinstance(value, str) and any(c in value for c in "\r\n\x00"):
-                    raise ValueError(f"header {name!r} value must not contain CR, LF or NUL")
+                if isinstance(value, str) and _CONTROL.search(value):
+                    raise ValueError(
+                        f"header {name!r} value must not contain a control character"
+                        " (CR, LF, NUL, vertical tab, form feed, ...)"
+                    )
         return headers
 
     @field_validator("headers")
@@ -228,10 +246,19 @@ class WebhookSpec(BaseModel):
         except ValidationError as error:
             raise WebhookValidationError.from_pydantic(error) from None
 
+    @field_serializer("headers")
+    def _masked_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        return masked_headers(headers)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, masked_headers(value) if name == "headers" else value
+
     def fields(self) -> dict[str, Any]:
-        """The spec as plain values, secret included (for storage and updates)."""
+        """The spec as plain values, secret and header values included (storage, updates)."""
         data = self.model_dump()
         data["secret"] = self.secret.get_secret_value()
+        data["headers"] = dict(self.headers)
         return data
 
 
