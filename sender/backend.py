@@ -1,0 +1,222 @@
+"""The asynchronous store interface every sender database implements, and its factory.
+
+A store keeps webhooks, captured events fanned out into deliveries, leases, attempts
+and history. Everything that does I/O is a coroutine, so a round trip to a network
+database never stalls the other sends of a worker. :meth:`SenderStore.wait_for_work`
+is the wake-up hook: it returns when work may have arrived (PostgreSQL: ``LISTEN`` /
+``NOTIFY``) or when its timeout, the polling fallback, runs out.
+
+Ordering: with ``ordering="row"`` (the default) the deliveries of one webhook for one
+row (table + primary key; the whole table where there is no key) are sent one at a
+time in capture order. ``ordering="none"`` sends every delivery as soon as it is due.
+The choice is made when a change is captured (``watch`` records it in the trigger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeAlias
+
+from fluxbase_receiver.sender.capture import CapturedEvent
+from fluxbase_receiver.sender.delivery import AttemptResult
+from fluxbase_receiver.sender.models import (
+    AttemptOutcome,
+    Delivery,
+    DeliveryAttempt,
+    Webhook,
+    WebhookSpec,
+)
+from fluxbase_receiver.sender.policy import Decision
+
+__all__ = [
+    "AttemptRecord",
+    "ClaimedDelivery",
+    "Ordering",
+    "SenderStore",
+    "open_store",
+]
+
+Ordering: TypeAlias = Literal["row", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A leased delivery with everything needed to send it and decide what follows."""
+
+    delivery_id: str
+    attempt: int
+    in_progress_answers: int
+    max_attempts: int
+    created_at: float
+    event: CapturedEvent
+    webhook_id: str
+    url: str
+    secret: str
+    headers: dict[str, str]
+    timeout_seconds: float
+    retry_backoff_seconds: float
+    failing_since: float | None
+
+    def __repr__(self) -> str:
+        return f"<ClaimedDelivery {self.delivery_id} attempt={self.attempt} to {self.webhook_id}>"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt's result and the policy's decision, for the store to record."""
+
+    delivery_id: str
+    webhook_id: str
+    owner: str
+    attempt: int
+    result: AttemptResult
+    started_at: float
+    decision: Decision
+
+
+class SenderStore(Protocol):
+    """What the sender needs from a database. Times are unix seconds."""
+
+    ordering: Ordering
+
+    async def open(self) -> None:
+        """Connect and bring the store's tables up to date (safe in parallel processes)."""
+        ...
+
+    async def close(self) -> None:
+        """Release every connection."""
+        ...
+
+    async def create_webhook(self, spec: WebhookSpec, now: float) -> Webhook:
+        """Store a new webhook and its subscriptions."""
+        ...
+
+    async def update_webhook(
+        self, webhook_id: str, spec: WebhookSpec, now: float
+    ) -> Webhook | None:
+        """Replace a webhook's fields; ``None`` when it does not exist.
+
+        Enabling a webhook clears its failure state and resumes its paused deliveries;
+        disabling it pauses them.
+        """
+        ...
+
+    async def get_webhook(self, webhook_id: str) -> Webhook | None:
+        """One webhook, or ``None``."""
+        ...
+
+    async def list_webhooks(self) -> list[Webhook]:
+        """Every webhook, oldest first."""
+        ...
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """Delete a webhook with its delivery history; ``False`` when it did not exist."""
+        ...
+
+    async def add_event(
+        self,
+        event: CapturedEvent,
+        connection: Any | None = None,
+        only_webhook: str | None = None,
+        max_attempts: int | None = None,
+    ) -> list[str]:
+        """Store an event and fan it out into one delivery per matching enabled webhook.
+
+        With ``connection`` (the application's own connection to the same database)
+        the rows are written in its open transaction: rolled back, nothing is sent.
+        ``only_webhook`` targets one webhook whether or not it matches or is enabled
+        (test sends, never ordered). Returns the new delivery ids.
+        """
+        ...
+
+    async def watch(self, table: str, schema: str) -> None:
+        """Install capture triggers on an application table."""
+        ...
+
+    async def unwatch(self, table: str, schema: str) -> None:
+        """Remove the capture triggers of a table."""
+        ...
+
+    async def claim(
+        self,
+        owner: str,
+        now: float,
+        due_before: float,
+        limit: int,
+        lease_grace: float,
+        delivery_ids: Sequence[str] | None = None,
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` deliveries due by ``due_before`` (or exactly
+        ``delivery_ids``) to ``owner`` from ``now``.
+
+        A lease lasts the webhook's timeout plus ``lease_grace``; an expired lease is
+        taken over. Deliveries waiting for an earlier change of their row, and those of
+        a disabled webhook, are not due.
+        """
+        ...
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[AttemptOutcome]:
+        """Store attempts and update their deliveries and webhooks, in one transaction.
+
+        A success is recorded once per delivery: a later one is ``"superseded"``. A
+        failure reported after the lease moved on does not change the delivery. A
+        finished delivery lets the next change of its row go.
+        """
+        ...
+
+    async def next_due(self) -> float | None:
+        """When the earliest claimable delivery is due (leases included), or ``None``."""
+        ...
+
+    async def backlog(self) -> int:
+        """How many deliveries are not finished yet."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when new work may have arrived, or after ``timeout`` seconds."""
+        ...
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`wait_for_work` in this process return (thread-safe)."""
+        ...
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        """One delivery, or ``None``."""
+        ...
+
+    async def list_deliveries(
+        self, webhook_id: str | None, limit: int, offset: int
+    ) -> list[Delivery]:
+        """Deliveries newest first, for one webhook or all."""
+        ...
+
+    async def list_attempts(self, delivery_id: str) -> list[DeliveryAttempt]:
+        """Every attempt of a delivery, oldest first."""
+        ...
+
+    async def redeliver(self, delivery_id: str, now: float) -> str | None:
+        """Queue the delivery's event to its webhook again as a new delivery; its id."""
+        ...
+
+    async def recover(self, since: float, now: float) -> int:
+        """Re-queue failed deliveries created at or after ``since``; how many."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Delete finished deliveries created before ``before`` with their attempts."""
+        ...
+
+
+def open_store(database_url: str, *, ordering: Ordering = "row", **options: Any) -> SenderStore:
+    """The store for ``database_url`` (not opened yet: ``await store.open()``).
+
+    ``postgresql://...`` (or ``postgres://``) gives a :class:`PostgresStore`; its
+    ``options`` are that class's keyword arguments (``schema``, ``pool_size``, ...).
+    """
+    scheme = database_url.partition("://")[0].lower()
+    if scheme in ("postgresql", "postgres"):
+        from fluxbase_receiver.sender.postgres import PostgresStore
+
+        return PostgresStore(database_url, ordering=ordering, **options)
+    raise ValueError("database_url must start with postgresql://")

@@ -1,0 +1,220 @@
+"""A delivery worker over any :class:`~fluxbase_receiver.sender.backend.SenderStore`.
+
+The hot path is batched: deliveries are claimed when at least half of the ``concurrency``
+slots are free (or none is busy), and the attempts that finished while the previous batch
+was being written are recorded together, in one store call. Sends go on concurrently
+meanwhile. A running worker logs a progress line at INFO every ``progress_interval``;
+lines about single deliveries are DEBUG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from fluxbase_receiver.sender.backend import AttemptRecord, ClaimedDelivery, SenderStore
+from fluxbase_receiver.sender.capture import wire_body
+from fluxbase_receiver.sender.delivery import AttemptResult, HttpSender, signed_headers
+from fluxbase_receiver.sender.models import DeliveryCounts
+from fluxbase_receiver.sender.policy import RetryPolicy
+
+__all__ = ["Worker", "default_worker_id"]
+
+logger = logging.getLogger("fluxbase_receiver.sender")
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``: unique per worker, readable in lease columns and logs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Worker:
+    """Claims due deliveries from ``store``, sends them, records what happened."""
+
+    store: SenderStore
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    owner: str = field(default_factory=default_worker_id)
+    concurrency: int = 16
+    lease_grace_seconds: float = 30.0
+    poll_interval: float = 1.0
+    allow_private_networks: bool = False
+    retention: timedelta | None = timedelta(days=30)
+    progress_interval: float = 10.0
+    totals: DeliveryCounts = field(default_factory=DeliveryCounts)
+    """Everything this worker attempted since it was made."""
+    _stopping: asyncio.Event | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+    async def deliver_due(self) -> DeliveryCounts:
+        """Send every delivery due now, once each (a later change of a row included)."""
+        async with self._http() as http:
+            return await self._deliver(http, due_before=time.time(), until_idle=True)
+
+    async def send_now(self, delivery_id: str) -> AttemptResult | None:
+        """Lease one delivery right away and make one attempt; ``None`` if it is not free."""
+        now = time.time()
+        claimed = await self.store.claim(
+            self.owner, now, now, 1, self.lease_grace_seconds, delivery_ids=[delivery_id]
+        )
+        if not claimed:
+            return None
+        async with self._http() as http:
+            record = await self._attempt(http, claimed[0])
+        await self._record([record], self.totals)
+        return record.result
+
+    async def serve(self) -> None:
+        """Deliver until :meth:`stop`; then finish and record the sends in flight."""
+        self._stopping = asyncio.Event()
+        logger.info("sender worker %s started", self.owner)
+        progress = asyncio.create_task(self._report_progress())
+        try:
+            async with self._http() as http:
+                await self._deliver(http, due_before=None, until_idle=False)
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+            self._stopping = None
+            logger.info("sender worker %s stopped (%s)", self.owner, _describe(self.totals))
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to drain its sends and return (from the worker's loop)."""
+        if self._stopping is not None:
+            self._stopping.set()
+            self.store.wake()
+
+    def _http(self) -> HttpSender:
+        return HttpSender(
+            allow_private_networks=self.allow_private_networks, limit=self.concurrency
+        )
+
+    def _stopped(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    async def _deliver(
+        self, http: HttpSender, *, due_before: float | None, until_idle: bool
+    ) -> DeliveryCounts:
+        counts = DeliveryCounts()
+        running: set[asyncio.Task[AttemptRecord]] = set()
+        finished: list[AttemptRecord] = []
+        pruned_at = 0.0
+        more = True
+        while True:
+            try:
+                room = self.concurrency - len(running)
+                if more and not self._stopped() and (not running or room * 2 >= self.concurrency):
+                    now = time.time()
+                    batch = await self.store.claim(
+                        self.owner,
+                        now,
+                        now if due_before is None else due_before,
+                        room,
+                        self.lease_grace_seconds,
+                    )
+                    more = len(batch) == room
+                    running.update(asyncio.create_task(self._attempt(http, c)) for c in batch)
+                if finished:
+                    await self._record(finished, counts)
+                    finished = []
+                    more = True  # a finished change may have let the next one of its row go
+                    continue
+                if running:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    finished = [task.result() for task in done]
+                    continue
+                if self._stopped() or (until_idle and not more):
+                    return counts
+                if not more:
+                    if self.retention is not None and time.time() - pruned_at > 3600:
+                        pruned_at = time.time()
+                        await self.store.prune(time.time() - self.retention.total_seconds())
+                    await self.store.wait_for_work(await self._sleep_for())
+                more = True
+            except Exception as error:
+                if until_idle:
+                    raise
+                # The database is out of reach: keep what is to be recorded and try again.
+                logger.warning("sender worker %s: store error (%s)", self.owner, error)
+                await asyncio.sleep(self.poll_interval)
+
+    async def _sleep_for(self) -> float:
+        due = await self.store.next_due()
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.0, due - time.time()))
+
+    async def _attempt(self, http: HttpSender, claimed: ClaimedDelivery) -> AttemptRecord:
+        body = wire_body(claimed.event, claimed.webhook_id)
+        headers = signed_headers(
+            body, claimed.secret, claimed.event.id, claimed.attempt, claimed.headers
+        )
+        started = time.time()
+        result = await http.post(claimed.url, body, headers, claimed.timeout_seconds)
+        decision = self.policy.decide(claimed, result)
+        logger.debug(
+            "delivery %s to webhook %s attempt %d: %s (%s); now %s",
+            claimed.delivery_id,
+            claimed.webhook_id,
+            claimed.attempt,
+            result.status,
+            result.error or "ok",
+            decision.status,
+        )
+        return AttemptRecord(
+            delivery_id=claimed.delivery_id,
+            webhook_id=claimed.webhook_id,
+            owner=self.owner,
+            attempt=claimed.attempt,
+            result=result,
+            started_at=started,
+            decision=decision,
+        )
+
+    async def _record(self, records: list[AttemptRecord], counts: DeliveryCounts) -> None:
+        await self.store.record_attempts(records)
+        for record in records:
+            if record.decision.disable_reason:
+                logger.warning(
+                    "webhook %s disabled: %s", record.webhook_id, record.decision.disable_reason
+                )
+            for tally in (counts, self.totals):
+                tally.attempted += 1
+                if record.decision.status == "success":
+                    tally.succeeded += 1
+                elif record.decision.status == "retrying":
+                    tally.retrying += 1
+                else:
+                    tally.failed += 1
+
+    async def _report_progress(self) -> None:
+        while True:
+            await asyncio.sleep(self.progress_interval)
+            try:
+                backlog = await self.store.backlog()
+            except Exception as error:  # the progress line must not stop the worker
+                logger.info(
+                    "sender worker %s: %s; backlog unknown (%s)",
+                    self.owner,
+                    _describe(self.totals),
+                    type(error).__name__,
+                )
+                continue
+            logger.info(
+                "sender worker %s: %s, backlog %d", self.owner, _describe(self.totals), backlog
+            )
+
+
+def _describe(counts: DeliveryCounts) -> str:
+    return f"delivered {counts.succeeded}, retrying {counts.retrying}, failed {counts.failed}"
