@@ -97,13 +97,17 @@ def read_body(request: Request, receiver: Receiver, headers: Headers) -> bytes |
     request (``request.get_data()`` gives it again). ``headers`` are the request's
     (:func:`environ_headers`).
     """
-    refusal = receiver.precheck(request.method, headers, get_content_length(request.environ))
+    length = get_content_length(request.environ)
+    refusal = receiver.precheck(request.method, headers, length)
     if refusal is not None:
         return refusal
     own = request.max_content_length
     limit = receiver.max_body_bytes if own is None else min(own, receiver.max_body_bytes)
     request.max_content_length = limit + 1  # werkzeug stops there: one byte tells "too large"
-    return _read_limited(request.get_data, limit)
+    body = _read_limited(request.get_data, limit)
+    if isinstance(body, bytes) and length is not None and len(body) < length:
+        return _cut_short()  # a server that ends the stream itself handed over fewer bytes
+    return body
 
 
 def read_environ_body(
@@ -126,8 +130,10 @@ def read_environ_body(
     try:
         if "wsgi.input_terminated" in environ:
             body = _read_up_to(stream, limit + 1)
-            return too_large(limit) if len(body) > limit else body
-        body = b"" if length is None else _read_up_to(stream, length)  # length <= limit
+            if len(body) > limit:
+                return too_large(limit)
+        else:
+            body = b"" if length is None else _read_up_to(stream, length)  # length <= limit
     except (OSError, ValueError):
         return _cut_short()
     return _cut_short() if length is not None and len(body) < length else body
