@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fluxbase_receiver.errors import WebhookError
 from fluxbase_receiver.sender.models import (
+    MASK,
     Delivery,
     NotFound,
     Webhook,
@@ -151,7 +152,17 @@ def management_app(
     async def update_webhook(request: Request) -> Response:
         webhook_id = _path_id(request, "webhook_id")
         fields = _webhook_fields(await _json_object(request), creating=False)
-        updated = await run_in_threadpool(sender.webhooks.update, webhook_id, fields)
+
+        def apply() -> Webhook:
+            headers = fields.get("headers")
+            if isinstance(headers, dict) and MASK in headers.values():
+                kept = sender.webhooks.get(webhook_id).headers
+                fields["headers"] = {
+                    n: kept.get(n, v) if v == MASK else v for n, v in headers.items()
+                }
+            return sender.webhooks.update(webhook_id, fields)
+
+        updated = await run_in_threadpool(apply)
         message = {"success": True, "message": "Webhook updated successfully"}
         return JSONResponse(message | _webhook_view(updated))
 
@@ -432,7 +443,11 @@ def _webhook_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
 
 
 def _webhook_view(webhook: Webhook) -> dict[str, Any]:
-    """A webhook as the Fluxbase server shows it: no secret, no empty description."""
+    """A webhook as the Fluxbase server shows it: no secret, no empty description.
+
+    Custom header values are masked (write-only); a masked value sent back in an
+    update keeps the stored one.
+    """
     data: dict[str, Any] = webhook.model_dump(mode="json", exclude={"secret"})
     for optional in ("description", "disabled_reason"):
         if data[optional] is None:

@@ -77,7 +77,7 @@ def test_a_generated_secret_is_returned_once(
 
 
 def test_patch_merges_ignores_read_only_fields_and_answers_success(
-    api: httpx.Client, hook_url: str
+    api: httpx.Client, sender: Sender, hook_url: str
 ) -> None:
     created = create(api, url=hook_url, secret=SECRET, headers={"X-Team": "a"})
     one = f"{HOOKS}/{created['id']}"
@@ -87,6 +87,10 @@ def test_patch_merges_ignores_read_only_fields_and_answers_success(
     body = echoed.json()
     assert body["success"] is True and body["message"] == "Webhook updated successfully"
     assert body["max_retries"] == 5 and body["id"] == created["id"]
+    assert created["headers"] == body["headers"] == {"X-Team": "**********"}
+    assert sender.webhooks.get(created["id"]).headers == {"X-Team": "a"}
+    api.patch(one, json={"headers": {"X-Team": "b", "X-Env": "**********"}}, headers=AUTH)
+    assert sender.webhooks.get(created["id"]).headers == {"X-Team": "b", "X-Env": "**********"}
 
     partial = api.patch(one, json={"is_active": False}, headers=AUTH).json()
     assert partial["enabled"] is False and partial["is_active"] is False
