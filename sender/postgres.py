@@ -257,7 +257,7 @@ class PostgresStore:
             database_url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True},
+            kwargs=self._connection_options(),
             check=AsyncConnectionPool.check_connection,
             open=False,
         )
@@ -268,6 +268,10 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"<PostgresStore schema={self.schema!r}>"
+
+    def _connection_options(self) -> dict[str, Any]:
+        """Autocommit, named ``fluxbase-sender/<schema>`` in ``pg_stat_activity``."""
+        return {"autocommit": True, "application_name": f"fluxbase-sender/{self.schema}"}
 
     def _sql(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(s=self._s, channel=sql.Literal(self.schema))
@@ -709,7 +713,9 @@ class PostgresStore:
         delay = 0.1
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.database_url, **self._connection_options()
+                )
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.schema)))
                     self._woken.set()  # anything sent while not listening is found now

@@ -6,6 +6,8 @@ rule is seen on its own; end-to-end delivery over HTTP is tested elsewhere.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -17,6 +19,7 @@ import pytest
 from fluxbase_receiver.sender.backend import SenderStore
 from fluxbase_receiver.sender.delivery import MAX_STORED_BODY
 from fluxbase_receiver.sender.policy import Decision, RetryPolicy
+from fluxbase_receiver.sender.worker import Worker
 from tests.sender.stores import (
     answer,
     change,
@@ -26,6 +29,7 @@ from tests.sender.stores import (
     recorded,
     respec,
 )
+from tests.servers import run_asgi
 
 pytestmark = pytest.mark.anyio
 
@@ -459,3 +463,54 @@ async def test_a_test_send_reaches_a_disabled_or_unsubscribed_webhook(store: Sen
 async def test_wake_ends_a_wait(store: SenderStore) -> None:
     store.wake()
     await store.wait_for_work(timeout=60)
+
+
+# -- end to end: a worker over HTTP -----------------------------------------------------
+
+
+class FirstInsertFails:
+    """A receiver that answers 500 to the first attempt of each row's INSERT."""
+
+    def __init__(self) -> None:
+        self.failed: set[Any] = set()
+        self.accepted: list[tuple[Any, str]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        event = json.loads(body)
+        row = (event["record"] or event["old_record"])["id"]
+        status = 200
+        if event["event"] == "INSERT" and row not in self.failed:
+            self.failed.add(row)
+            status = 500
+        else:
+            self.accepted.append((row, event["event"]))
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def test_row_order_holds_under_retries(store: SenderStore) -> None:
+    receiver = FirstInsertFails()
+    rows = range(12)
+    with run_asgi(receiver) as base:
+        await make_hook(store, url=f"{base}/hook", retry_backoff_seconds=0.01, timeout_seconds=5)
+        for operation in ("INSERT", "UPDATE", "DELETE"):
+            for row in rows:
+                await store.add_event(change(operation, record={"id": row, "op": operation}))
+        worker = Worker(store, concurrency=8, allow_private_networks=True, retention=None)
+        deadline = time.monotonic() + 60
+        while await store.backlog():
+            assert time.monotonic() < deadline, "deliveries still pending"
+            await worker.deliver_due()
+            await asyncio.sleep(0.02)
+
+    assert receiver.failed == set(rows), "every row's first change failed once"
+    for row in rows:
+        seen = [event for r, event in receiver.accepted if r == row]
+        assert seen == ["INSERT", "UPDATE", "DELETE"], (row, seen)
+    assert worker.totals.succeeded == 3 * len(rows) and worker.totals.retrying == len(rows)
