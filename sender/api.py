@@ -187,7 +187,7 @@ def management_app(
             raise _invalid_body(WebhookValidationError.from_pydantic(error).errors) from None
         except ValueError as error:
             raise _invalid_body([{"field": "body", "message": str(error)}]) from None
-        detail = {
+        detail: dict[str, Any] = {
             "status_code": result.status_code,
             "response_body": result.response_body,
             "delivery_id": result.delivery_id,
