@@ -16,6 +16,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'fluxbase_receiver.sender needs aiohttp: pip install "fluxbase-receiver[sender]"'
     ) from error
 
+from fluxbase_receiver.sender.api import APIError, management_app
 from fluxbase_receiver.sender.delivery import DestinationRefused, check_address, check_url
 from fluxbase_receiver.sender.models import (
     Delivery,
@@ -30,10 +31,13 @@ from fluxbase_receiver.sender.models import (
     WebhookValidationError,
     masked_headers,
 )
+from fluxbase_receiver.sender.openapi import openapi_document
 from fluxbase_receiver.sender.sender import Sender, Webhooks
+from fluxbase_receiver.sender.serve import serve_management
 from fluxbase_receiver.sender.store import SenderStore, SQLiteStore
 
 __all__ = [
+    "APIError",
     "Delivery",
     "DeliveryAttempt",
     "DeliveryCounts",
@@ -51,5 +55,8 @@ __all__ = [
     "Webhooks",
     "check_address",
     "check_url",
+    "management_app",
     "masked_headers",
+    "openapi_document",
+    "serve_management",
 ]

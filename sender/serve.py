@@ -23,20 +23,20 @@ import uvicorn
 from fluxbase_receiver.sender.api import management_app
 from fluxbase_receiver.sender.sender import Sender
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "serve_management"]
 
 PROG = "fluxbase-receiver sender serve"
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: :func:`serve` stops it with the worker."""
+    """uvicorn without its own signal handling: :func:`serve_management` stops it."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
 
-async def serve(
+async def serve_management(
     sender: Sender,
     *,
     host: str = "127.0.0.1",
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     with sender:
         try:
-            coroutine = serve(
+            coroutine = serve_management(
                 sender,
                 host=args.host,
                 port=args.port,
