@@ -164,22 +164,24 @@ class Webhooks:
     ) -> TestResult:
         """:meth:`test` for async code."""
         self.get(webhook_id)
+        now = time.time()
         captured = new_event(
-            event,
-            table,
-            {"test": True} if record is None else record,
-            old_record,
-            schema,
-            time.time(),
+            event, table, {"test": True} if record is None else record, old_record, schema, now
         )
-        (delivery_id,) = self._store.add_event(captured, only_webhook=webhook_id, max_attempts=1)
-        result = await self._sender._send_now(delivery_id)
+        sender = self._sender
+        claimed = self._store.add_test_delivery(
+            captured, webhook_id, sender.worker_id, now, sender.lease_grace_seconds
+        )
+        if claimed is None:
+            raise NotFound(f"no webhook with id {webhook_id!r}")
+        async with HttpSender(allow_private_networks=sender.allow_private_networks) as http:
+            _, result = await sender._attempt(http, claimed, retry=False)
         return TestResult(
             success=result.ok,
             status_code=result.status,
             response_body=result.body,
             error=result.error,
-            delivery_id=delivery_id,
+            delivery_id=claimed.delivery_id,
         )
 
 
@@ -416,26 +418,17 @@ class Sender:
                 else:
                     counts.failed += 1
 
-    async def _send_now(self, delivery_id: str) -> AttemptResult:
-        """Lease one delivery right away and make one attempt (test sends)."""
-        now = time.time()
-        (claimed,) = self.store.claim(
-            self.worker_id, now, now, 1, self.lease_grace_seconds, delivery_ids=[delivery_id]
-        )
-        async with HttpSender(allow_private_networks=self.allow_private_networks) as http:
-            _, result = await self._attempt(http, claimed)
-        return result
-
     async def _attempt(
-        self, http: HttpSender, claimed: ClaimedDelivery
+        self, http: HttpSender, claimed: ClaimedDelivery, *, retry: bool = True
     ) -> tuple[DeliveryStatus, AttemptResult]:
+        """Send one attempt and record it; ``retry=False`` makes a failure final (test sends)."""
         body = wire_body(claimed.event, claimed.webhook_id)
         headers = signed_headers(
             body, claimed.secret, claimed.event.id, claimed.attempt, claimed.headers
         )
         started = time.time()
         result = await http.post(claimed.url, body, headers, claimed.timeout_seconds)
-        record = self._decide(claimed, result, started)
+        record = self._decide(claimed, result, started, retry)
         outcome = self.store.record_attempt(record)
         if result.ok:
             logger.debug(
@@ -459,9 +452,16 @@ class Sender:
         return record.status, result
 
     def _decide(
-        self, claimed: ClaimedDelivery, result: AttemptResult, started: float
+        self, claimed: ClaimedDelivery, result: AttemptResult, started: float, retry: bool
     ) -> AttemptRecord:
-        """The retry policy: what an attempt's result means for its delivery and webhook."""
+        """The retry policy: what an attempt's result means for its delivery and webhook.
+
+        A 2xx is a success. ``410 Gone`` fails the delivery and disables the webhook. A
+        ``409`` (the receiver is handling another copy of the event) is retried without
+        using up one of ``max_retries``, while the delivery is younger than
+        ``disable_after``. Anything else is retried while attempts remain. A webhook
+        whose attempts have all failed for ``disable_after`` is disabled.
+        """
         if result.ok:
             return AttemptRecord(
                 claimed.delivery_id,
@@ -473,21 +473,33 @@ class Sender:
                 None,
                 None,
             )
+        period = self.disable_after.total_seconds()
         failing_since = claimed.failing_since or started
         disable_reason = None
         status: DeliveryStatus = "failed"
-        next_attempt_at = None
+        delay = None
+        counted = True
         if result.status == 410:
             disable_reason = "the receiver answered 410 Gone"
-        elif claimed.attempt < claimed.max_attempts:
+        elif result.status == 409 and retry:
+            if started - claimed.created_at < period:
+                status, counted = "retrying", False
+                delay = backoff_delay(
+                    claimed.attempt, claimed.retry_backoff_seconds, self.max_backoff_seconds
+                )
+        elif retry and claimed.attempt - claimed.in_progress_answers < claimed.max_attempts:
             status = "retrying"
             delay = result.retry_after
             if delay is None:
                 delay = backoff_delay(
-                    claimed.attempt, claimed.retry_backoff_seconds, self.max_backoff_seconds
+                    claimed.attempt - claimed.in_progress_answers,
+                    claimed.retry_backoff_seconds,
+                    self.max_backoff_seconds,
                 )
-            next_attempt_at = time.time() + min(delay, self.max_backoff_seconds)
-        if disable_reason is None and started - failing_since >= self.disable_after.total_seconds():
+        next_attempt_at = (
+            None if delay is None else time.time() + min(delay, self.max_backoff_seconds)
+        )
+        if disable_reason is None and started - failing_since >= period:
             disable_reason = f"every attempt failed for {self.disable_after}"
         return AttemptRecord(
             claimed.delivery_id,
@@ -499,6 +511,7 @@ class Sender:
             next_attempt_at,
             failing_since,
             disable_reason,
+            counted,
         )
 
 

@@ -49,7 +49,11 @@ class ClaimedDelivery:
 
     delivery_id: str
     attempt: int
+    """This attempt's number, from 1 (counted when the lease was taken)."""
+    in_progress_answers: int
+    """Earlier attempts answered 409: they do not count against ``max_attempts``."""
     max_attempts: int
+    created_at: float
     event: CapturedEvent
     webhook_id: str
     url: str
@@ -77,6 +81,8 @@ class AttemptRecord:
     failing_since: float | None
     """The webhook's new ``failing_since`` (``None`` after a success)."""
     disable_reason: str | None = None
+    counted: bool = True
+    """``False`` for a 409 retried without using up one of ``max_attempts``."""
 
 
 class SenderStore(Protocol):
@@ -102,34 +108,32 @@ class SenderStore(Protocol):
         """Delete a webhook with its delivery history; ``False`` when it did not exist."""
         ...
 
-    def add_event(
-        self,
-        event: CapturedEvent,
-        connection: Any | None = None,
-        only_webhook: str | None = None,
-        max_attempts: int | None = None,
-    ) -> list[str]:
+    def add_event(self, event: CapturedEvent, connection: Any | None = None) -> list[str]:
         """Store an event and fan it out into one delivery per matching enabled webhook.
 
         With ``connection`` the rows are written in the caller's open transaction.
-        ``only_webhook`` targets one webhook whether or not it matches or is enabled
-        (test sends). Returns the new delivery ids.
+        Returns the new delivery ids.
+        """
+        ...
+
+    def add_test_delivery(
+        self, event: CapturedEvent, webhook_id: str, owner: str, now: float, lease_grace: float
+    ) -> ClaimedDelivery | None:
+        """Store a one-attempt delivery of ``event`` to a webhook, already leased to ``owner``.
+
+        The webhook gets it whether or not it matches or is enabled (test sends); no
+        worker can take it while the lease holds. ``None`` when the webhook does not exist.
         """
         ...
 
     def claim(
-        self,
-        owner: str,
-        now: float,
-        due_before: float,
-        limit: int,
-        lease_grace: float,
-        delivery_ids: Sequence[str] | None = None,
+        self, owner: str, now: float, due_before: float, limit: int, lease_grace: float
     ) -> list[ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries (or exactly ``delivery_ids``) to ``owner``.
+        """Lease up to ``limit`` due deliveries to ``owner``, counting an attempt for each.
 
-        Each lease lasts the webhook's timeout plus ``lease_grace``; an expired lease
-        is taken over.
+        Each lease lasts the webhook's timeout plus ``lease_grace``. An expired lease
+        is taken over: its attempt was lost with its worker and is recorded as failed
+        ("worker lost"); a delivery with no attempts left then fails instead.
         """
         ...
 
@@ -142,7 +146,7 @@ class SenderStore(Protocol):
         ...
 
     def next_due(self) -> float | None:
-        """When the earliest pending delivery is due, or ``None``."""
+        """When the earliest pending delivery can be claimed (leases included), or ``None``."""
         ...
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
@@ -225,6 +229,7 @@ CREATE TABLE IF NOT EXISTS fluxbase_deliveries (
     event_id TEXT NOT NULL,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    in_progress_answers INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER,
     response_status INTEGER,
     response_body TEXT,
@@ -284,6 +289,16 @@ d.id, d.webhook_id, d.event_id, e.event, e.table_name, e.schema_name, d.status, 
 d.response_status, d.response_body, d.error, d.created_at, d.delivered_at, d.next_attempt_at,
 e.record, e.old_record, e.occurred_at"""
 
+_CLAIM_SELECT = """
+SELECT d.id, d.attempts, d.in_progress_answers, d.max_attempts, d.created_at, d.lease_owner,
+    d.lease_expires_at, e.id AS event_id, e.event, e.schema_name, e.table_name, e.record,
+    e.old_record, e.occurred_at, w.id AS webhook_id, w.url, w.secret, w.headers,
+    w.timeout_seconds, w.retry_backoff_seconds, w.max_retries, w.failing_since
+FROM fluxbase_deliveries AS d
+JOIN fluxbase_webhooks AS w ON w.id = d.webhook_id
+JOIN fluxbase_events AS e ON e.id = d.event_id"""
+"""A delivery with everything needed to send it (add a ``WHERE``)."""
+
 _MAX_JSON_ARGS = 60
 """Column pairs per json_object()/json_set() call (SQLite allows 127 arguments)."""
 
@@ -336,6 +351,12 @@ class SQLiteStore:
             if "scope" not in {row["name"] for row in table}:
                 self._db.execute(
                     "ALTER TABLE fluxbase_webhooks ADD COLUMN scope TEXT NOT NULL DEFAULT 'user'"
+                )
+            table = self._db.execute("PRAGMA table_info(fluxbase_deliveries)")
+            if "in_progress_answers" not in {row["name"] for row in table}:
+                self._db.execute(
+                    "ALTER TABLE fluxbase_deliveries"
+                    " ADD COLUMN in_progress_answers INTEGER NOT NULL DEFAULT 0"
                 )
 
     def __repr__(self) -> str:
@@ -416,17 +437,30 @@ class SQLiteStore:
 
     # -- capture ------------------------------------------------------------------
 
-    def add_event(
-        self,
-        event: CapturedEvent,
-        connection: Any | None = None,
-        only_webhook: str | None = None,
-        max_attempts: int | None = None,
-    ) -> list[str]:
+    def add_event(self, event: CapturedEvent, connection: Any | None = None) -> list[str]:
         if connection is not None:
-            return _add_event(connection, event, only_webhook, max_attempts)
+            return _add_event(connection, event)
         with self._transaction() as db:
-            return _add_event(db, event, only_webhook, max_attempts)
+            return _add_event(db, event)
+
+    def add_test_delivery(
+        self, event: CapturedEvent, webhook_id: str, owner: str, now: float, lease_grace: float
+    ) -> ClaimedDelivery | None:
+        delivery_id = str(uuid.uuid4())
+        with self._transaction() as db:
+            _insert_event(db, event)
+            inserted = db.execute(
+                "INSERT INTO fluxbase_deliveries (id, webhook_id, event_id, status, attempts,"
+                " max_attempts, created_at, next_attempt_at, lease_owner, lease_expires_at)"
+                " SELECT ?, id, ?, 'pending', 1, 1, ?, ?, ?, ? + timeout_seconds + ?"
+                " FROM fluxbase_webhooks WHERE id = ?",
+                (delivery_id, event.id, now, now, owner, now, lease_grace, webhook_id),
+            ).rowcount
+            if not inserted:
+                db.execute("DELETE FROM fluxbase_events WHERE id = ?", (event.id,))
+                return None
+            (row,) = db.execute(f"{_CLAIM_SELECT} WHERE d.id = ?", (delivery_id,)).fetchall()
+        return _claimed(row, attempt=1)
 
     def watch(self, table: str, schema: str) -> None:
         columns = [row["name"] for row in self._query(f"PRAGMA table_info({_quote(table)})")]
@@ -455,42 +489,27 @@ class SQLiteStore:
     # -- delivery -----------------------------------------------------------------
 
     def claim(
-        self,
-        owner: str,
-        now: float,
-        due_before: float,
-        limit: int,
-        lease_grace: float,
-        delivery_ids: Sequence[str] | None = None,
+        self, owner: str, now: float, due_before: float, limit: int, lease_grace: float
     ) -> list[ClaimedDelivery]:
-        free = "(d.lease_expires_at IS NULL OR d.lease_expires_at <= ?)"
-        if delivery_ids is None:
-            where = (
-                "d.status IN ('pending', 'retrying') AND d.next_attempt_at <= ? AND w.enabled = 1"
-                f" AND {free}"
-            )
-            params: list[Any] = [due_before, now]
-        else:
-            marks = ", ".join("?" * len(delivery_ids))
-            where = f"d.id IN ({marks}) AND d.status IN ('pending', 'retrying') AND {free}"
-            params = [*delivery_ids, now]
+        claimed: list[ClaimedDelivery] = []
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT d.id, d.attempts, d.max_attempts, e.id AS event_id, e.event,"
-                " e.schema_name, e.table_name, e.record, e.old_record, e.occurred_at,"
-                " w.id AS webhook_id, w.url, w.secret, w.headers, w.timeout_seconds,"
-                " w.retry_backoff_seconds, w.max_retries, w.failing_since"
-                " FROM fluxbase_deliveries AS d"
-                " JOIN fluxbase_webhooks AS w ON w.id = d.webhook_id"
-                " JOIN fluxbase_events AS e ON e.id = d.event_id"
-                f" WHERE {where} ORDER BY d.next_attempt_at, d.seq LIMIT ?",
-                (*params, limit),
+                f"{_CLAIM_SELECT} WHERE d.status IN ('pending', 'retrying')"
+                " AND d.next_attempt_at <= ? AND w.enabled = 1"
+                " AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?)"
+                " ORDER BY d.next_attempt_at, d.seq LIMIT ?",
+                (due_before, now, limit),
             ).fetchall()
-            db.executemany(
-                "UPDATE fluxbase_deliveries SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
-                [(owner, now + row["timeout_seconds"] + lease_grace, row["id"]) for row in rows],
-            )
-        return [_claimed(row) for row in rows]
+            for row in rows:
+                if row["lease_owner"] is not None and _record_lost_attempt(db, row):
+                    continue
+                db.execute(
+                    "UPDATE fluxbase_deliveries SET attempts = attempts + 1, lease_owner = ?,"
+                    " lease_expires_at = ? WHERE id = ?",
+                    (owner, now + row["timeout_seconds"] + lease_grace, row["id"]),
+                )
+                claimed.append(_claimed(row, attempt=row["attempts"] + 1))
+        return claimed
 
     def record_attempt(self, record: AttemptRecord) -> AttemptOutcome:
         result = record.result
@@ -509,7 +528,7 @@ class SQLiteStore:
                 db.execute(
                     "UPDATE fluxbase_deliveries SET status = ?, attempts = ?, response_status = ?,"
                     " response_body = ?, error = ?, next_attempt_at = ?, lease_owner = NULL,"
-                    " lease_expires_at = NULL"
+                    " lease_expires_at = NULL, in_progress_answers = in_progress_answers + ?"
                     " WHERE id = ? AND status != 'success' AND lease_owner = ?",
                     (
                         record.status,
@@ -518,6 +537,7 @@ class SQLiteStore:
                         body,
                         result.error,
                         record.next_attempt_at,
+                        0 if record.counted else 1,
                         record.delivery_id,
                         record.owner,
                     ),
@@ -553,8 +573,8 @@ class SQLiteStore:
 
     def next_due(self) -> float | None:
         rows = self._query(
-            "SELECT min(d.next_attempt_at) FROM fluxbase_deliveries AS d"
-            " JOIN fluxbase_webhooks AS w ON w.id = d.webhook_id"
+            "SELECT min(max(d.next_attempt_at, coalesce(d.lease_expires_at, 0)))"
+            " FROM fluxbase_deliveries AS d JOIN fluxbase_webhooks AS w ON w.id = d.webhook_id"
             " WHERE d.status IN ('pending', 'retrying') AND w.enabled = 1"
         )
         value: float | None = rows[0][0]
@@ -604,7 +624,8 @@ class SQLiteStore:
         with self._transaction() as db:
             return db.execute(
                 "UPDATE fluxbase_deliveries SET status = 'pending', attempts = 0,"
-                " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL"
+                " in_progress_answers = 0, next_attempt_at = ?, lease_owner = NULL,"
+                " lease_expires_at = NULL"
                 " WHERE status = 'failed' AND created_at >= ?",
                 (now, since),
             ).rowcount
@@ -631,10 +652,8 @@ def connect(path: str, *, busy_timeout: float = 10.0) -> sqlite3.Connection:
     return db
 
 
-def _add_event(
-    db: Any, event: CapturedEvent, only_webhook: str | None, max_attempts: int | None
-) -> list[str]:
-    seq = db.execute(
+def _insert_event(db: Any, event: CapturedEvent) -> int:
+    seq: int = db.execute(
         "INSERT INTO fluxbase_events (id, event, schema_name, table_name, record, old_record,"
         " occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
@@ -647,14 +666,12 @@ def _add_event(
             event.occurred_at,
         ),
     ).lastrowid
-    if only_webhook is None:
-        db.execute(_FAN_OUT.format(seq="?"), (seq,))
-    else:
-        db.execute(
-            "INSERT INTO fluxbase_deliveries (id, webhook_id, event_id, status, max_attempts,"
-            f" created_at, next_attempt_at) VALUES ({_NEW_UUID}, ?, ?, 'pending', ?, ?, ?)",
-            (only_webhook, event.id, max_attempts, event.occurred_at, event.occurred_at),
-        )
+    return seq
+
+
+def _add_event(db: Any, event: CapturedEvent) -> list[str]:
+    seq = _insert_event(db, event)
+    db.execute(_FAN_OUT.format(seq="?"), (seq,))
     ids = [
         row[0]
         for row in db.execute(
@@ -664,6 +681,29 @@ def _add_event(
     if not ids:
         db.execute("DELETE FROM fluxbase_events WHERE seq = ?", (seq,))
     return ids
+
+
+def _record_lost_attempt(db: sqlite3.Connection, row: sqlite3.Row) -> bool:
+    """Record the attempt of an expired lease as failed; ``True`` if none are left."""
+    lost = (
+        f"worker lost: {row['lease_owner']} took the lease for attempt {row['attempts']}"
+        " and did not record it before the lease expired"
+    )
+    db.execute(
+        "INSERT INTO fluxbase_attempts (delivery_id, attempt, outcome, error, duration_ms,"
+        " started_at) VALUES (?, ?, 'failed', ?, 0, ?)",
+        (row["id"], row["attempts"], lost, row["lease_expires_at"]),
+    )
+    counted: int = row["attempts"] - row["in_progress_answers"]
+    exhausted = counted >= _max_attempts(row)
+    db.execute(
+        "UPDATE fluxbase_deliveries SET error = ?, response_status = NULL, response_body = NULL,"
+        " status = CASE WHEN ? THEN 'failed' ELSE status END,"
+        " next_attempt_at = CASE WHEN ? THEN NULL ELSE next_attempt_at END,"
+        " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+        (lost, exhausted, exhausted, row["id"]),
+    )
+    return exhausted
 
 
 def _drop_triggers(db: sqlite3.Connection, table: str) -> None:
@@ -747,12 +787,19 @@ def _captured(row: sqlite3.Row, event_id: str) -> CapturedEvent:
     )
 
 
-def _claimed(row: sqlite3.Row) -> ClaimedDelivery:
-    max_attempts = row["max_attempts"] or row["max_retries"] + 1
+def _max_attempts(row: sqlite3.Row) -> int:
+    """A delivery's own limit (test sends: 1), else the webhook's ``max_retries`` + 1."""
+    limit: int = row["max_attempts"] or row["max_retries"] + 1
+    return limit
+
+
+def _claimed(row: sqlite3.Row, attempt: int) -> ClaimedDelivery:
     return ClaimedDelivery(
         delivery_id=row["id"],
-        attempt=row["attempts"] + 1,
-        max_attempts=max_attempts,
+        attempt=attempt,
+        in_progress_answers=row["in_progress_answers"],
+        max_attempts=_max_attempts(row),
+        created_at=row["created_at"],
         event=_captured(row, row["event_id"]),
         webhook_id=row["webhook_id"],
         url=row["url"],

@@ -11,7 +11,7 @@ from fluxbase_receiver import UpdateEvent, verify_legacy_signature, verify_signa
 from fluxbase_receiver.sender import Sender, Webhook
 from fluxbase_receiver.sender.delivery import MAX_STORED_BODY
 from tests.sender.conftest import deliver_all, make_webhook
-from tests.sender.receivers import SECRET, Answer, ScriptedReceiver
+from tests.sender.receivers import SECRET, Answer, ScriptedReceiver, serving
 
 
 def only_delivery(sender: Sender, webhook: Webhook):  # type: ignore[no-untyped-def]
@@ -264,3 +264,54 @@ def test_prune_removes_finished_history_only(
     (left,) = sender.webhooks.get_deliveries(webhook.id)
     assert left.status == "retrying"
     assert sender.store.list_attempts(left.id)
+
+
+def test_in_progress_answers_do_not_spend_max_retries(sender: Sender) -> None:
+    """Two copies of one event go out at once: the receiver answers the second 409."""
+    slow = ScriptedReceiver(handler_delay=0.5)
+    with serving(slow) as url:
+        webhook = make_webhook(sender, url, max_retries=0)
+        sender.emit("INSERT", "orders", {"id": 1})
+        first = only_delivery(sender, webhook)
+        copy = sender.redeliver(first.id)
+        deliver_all(sender)
+
+    assert {sender.get_delivery(d).status for d in (first.id, copy.id)} == {"success"}
+    outcomes = sorted(
+        [(a.outcome, a.response_status) for a in sender.get_attempts(d)]
+        for d in (first.id, copy.id)
+    )
+    assert outcomes == [[("failed", 409), ("success", 200)], [("success", 200)]]
+    assert slow.handled == {first.event_id: 1}
+
+
+def test_in_progress_answers_retry_past_max_retries_until_the_retry_period_ends(
+    database: str, target: ScriptedReceiver, hook_url: str
+) -> None:
+    with Sender(
+        database, allow_private_networks=True, disable_after=timedelta(seconds=0.3)
+    ) as sender:
+        webhook = make_webhook(sender, hook_url, max_retries=1)
+        target.script = [Answer(409)] * 1000
+        sender.emit("INSERT", "orders", {"id": 1})
+        deliver_all(sender)
+
+        delivery = only_delivery(sender, webhook)
+        assert (delivery.status, delivery.response_status) == ("failed", 409)
+        assert delivery.attempts > 2, "409 answers are not counted against max_retries"
+        attempts = sender.get_attempts(delivery.id)
+        assert {(a.outcome, a.response_status) for a in attempts} == {("failed", 409)}
+        assert attempts[-1].started_at - delivery.created_at >= timedelta(seconds=0.3)
+        assert len(target.requests) == delivery.attempts
+
+
+def test_other_failures_still_count_after_in_progress_answers(
+    sender: Sender, target: ScriptedReceiver, hook_url: str
+) -> None:
+    webhook = make_webhook(sender, hook_url, max_retries=1)
+    target.script = [Answer(409), Answer(409), Answer(500), Answer(500), Answer(500)]
+    sender.emit("INSERT", "orders", {"id": 1})
+    deliver_all(sender)
+
+    delivery = only_delivery(sender, webhook)
+    assert (delivery.status, delivery.attempts, delivery.response_status) == ("failed", 4, 500)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from fluxbase_receiver.sender import Sender
 from tests.sender.conftest import make_webhook
-from tests.sender.receivers import ScriptedReceiver, serving
+from tests.sender.receivers import Answer, ScriptedReceiver, serving
 from tests.servers import ROOT
 
 
@@ -108,3 +108,46 @@ def test_serve_polls_for_trigger_captures(sender: Sender) -> None:
             worker.stop()
             thread.join(10)
     worker.close()
+
+
+def test_a_worker_killed_mid_send_has_spent_an_attempt(sender: Sender, database: str) -> None:
+    target = ScriptedReceiver()
+    target.script = [Answer(200, hang=3.0)]
+    with serving(target) as url:
+        webhook = make_webhook(sender, url, timeout_seconds=1, max_retries=2)
+        sender.emit("INSERT", "orders", {"id": 1})
+        worker = start_worker(database)
+        wait_until(lambda: len(target.requests) == 1)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+
+        (delivery,) = sender.webhooks.get_deliveries(webhook.id)
+        assert (delivery.status, delivery.attempts) == ("pending", 1)
+        wait_until(lambda: sender.deliver_pending().attempted == 1)
+
+    (delivery,) = sender.webhooks.get_deliveries(webhook.id)
+    assert (delivery.status, delivery.attempts) == ("success", 2)
+    lost, delivered = sender.get_attempts(delivery.id)
+    assert (lost.attempt, lost.outcome, lost.response_status) == (1, "failed", None)
+    assert lost.error is not None and lost.error.startswith("worker lost")
+    assert (delivered.attempt, delivered.outcome) == (2, "success")
+
+
+def test_a_crash_loop_is_bounded_by_max_retries(sender: Sender) -> None:
+    """Each worker takes the lease and dies before recording anything."""
+    webhook = make_webhook(sender, "http://127.0.0.1:9/hook", timeout_seconds=1, max_retries=2)
+    sender.emit("INSERT", "orders", {"id": 1})
+    now = time.time()
+    taken = 0
+    while sender.store.claim(f"doomed-{taken}", now, now, 10, 0.0):
+        taken += 1
+        now += 2  # past the lease: the next worker finds it expired
+        assert taken <= 10, "the delivery is leased again and again"
+
+    assert taken == 3
+    (delivery,) = sender.webhooks.get_deliveries(webhook.id)
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 3, None)
+    assert delivery.error is not None and delivery.error.startswith("worker lost")
+    attempts = sender.get_attempts(delivery.id)
+    assert [(a.attempt, a.outcome) for a in attempts] == [(n, "failed") for n in (1, 2, 3)]
+    assert all((a.error or "").startswith("worker lost") for a in attempts)
