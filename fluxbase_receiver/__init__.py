@@ -6,7 +6,16 @@
 >>> outcome = receiver.handle(body, headers)  # Outcome(status, body, event)
 """
 
-from fluxbase_receiver.client import FluxbaseAPIError, FluxbaseClient, fluxbase_json
+from fluxbase_receiver.client import (
+    AsyncFluxbaseClient,
+    FluxbaseAPIError,
+    FluxbaseClient,
+    ManagedWebhook,
+    TableEvents,
+    WebhookDelivery,
+    WebhookTestResult,
+    fluxbase_json,
+)
 from fluxbase_receiver.errors import (
     EventInProgress,
     HandlerError,
@@ -59,6 +68,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "USER_AGENT",
     "Admitted",
+    "AsyncFluxbaseClient",
     "AsyncIdempotencyStore",
     "ClaimState",
     "DeleteEvent",
@@ -74,6 +84,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidSignature",
     "MalformedSignature",
+    "ManagedWebhook",
     "MemoryIdempotencyStore",
     "MethodNotAllowed",
     "MissingSignature",
@@ -83,12 +94,15 @@ __all__ = [
     "Receiver",
     "SQLiteIdempotencyStore",
     "SignatureError",
+    "TableEvents",
     "TestEvent",
     "TimestampOutsideTolerance",
     "UnsupportedMediaType",
     "UpdateEvent",
+    "WebhookDelivery",
     "WebhookError",
     "WebhookEvent",
+    "WebhookTestResult",
     "__version__",
     "default_idempotency_key",
     "fluxbase_headers",
