@@ -7,17 +7,20 @@ Numbers are read exactly where a type asks for it. Integers of any size stay ``i
 ``Decimal`` field of a record model gets every digit of the JSON number (PostgreSQL
 ``numeric``): a model with a ``Decimal`` field anywhere is read with every non-integer
 number as a ``Decimal`` (``float`` fields still get floats, untyped values inside it get
-``Decimal``). In untyped (dict) records non-integer numbers are ``float`` by default;
-``parse_event(..., decimals=True)`` (``Receiver(..., decimals=True)``) makes them ``Decimal``.
-Everything else is parsed by pydantic-core straight from the bytes.
+``Decimal``), and accepts what JSON validation accepts, strict models included. In untyped
+(dict) records non-integer numbers are ``float`` by default; ``parse_event(...,
+decimals=True)`` (``Receiver(..., decimals=True)``) makes them ``Decimal``. Everything
+else is parsed by pydantic-core straight from the bytes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from decimal import Decimal
+from functools import reduce
 from typing import Annotated, Any, Generic, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -201,32 +204,49 @@ def _as_dict(record: Any) -> dict[str, Any]:
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
-_HAS_DECIMAL: dict[Any, bool] = {}
+_NUMBERS: dict[Any, tuple[bool, bool]] = {}
+
+
+def event_type(model: type[Any] | None = None, operations: Collection[str] = OPERATIONS) -> Any:
+    """The event type for records ``model`` (``None``: plain dicts) and ``operations``: one
+    class, or their union discriminated on ``event``."""
+    record: Any = dict[str, Any] if model is None else model
+    classes: dict[str, Any] = {
+        "INSERT": InsertEvent[record],
+        "UPDATE": UpdateEvent[record],
+        "DELETE": DeleteEvent[record],
+        "TEST": TestEvent,
+    }
+    members = [cls for operation, cls in classes.items() if operation in operations]
+    if len(members) == 1:
+        return members[0]
+    return Annotated[reduce(operator.or_, members), Field(discriminator="event")]
 
 
 def event_adapter(model: type[Any] | None = None) -> TypeAdapter[Any]:
     """The cached validator for events whose records are ``model`` (``None``: plain dicts)."""
     adapter = _ADAPTERS.get(model)
     if adapter is None:
-        record: Any = dict[str, Any] if model is None else model
-        union = InsertEvent[record] | UpdateEvent[record] | DeleteEvent[record] | TestEvent
-        adapter = _ADAPTERS[model] = TypeAdapter(Annotated[union, Field(discriminator="event")])
+        adapter = _ADAPTERS[model] = TypeAdapter(event_type(model))
     return adapter
 
 
-def _has_decimal(model: type[Any]) -> bool:
-    """True when ``model`` has a ``Decimal`` field anywhere (cached per model)."""
-    found = _HAS_DECIMAL.get(model)
+def _numbers(model: type[Any]) -> tuple[bool, bool]:
+    """Whether ``model`` has a ``Decimal`` field anywhere, and whether anything in it is
+    strict (cached per model)."""
+    found = _NUMBERS.get(model)
     if found is None:
-        found = _HAS_DECIMAL[model] = _mentions_decimal(event_adapter(model).core_schema)
+        schema = event_adapter(model).core_schema
+        found = _NUMBERS[model] = (_has(schema, "type", "decimal"), _has(schema, "strict", True))
     return found
 
 
-def _mentions_decimal(schema: Any) -> bool:
+def _has(schema: Any, key: str, value: object) -> bool:
+    """True when a core schema (or any schema nested in it) has ``key`` set to ``value``."""
     if isinstance(schema, dict):
-        return schema.get("type") == "decimal" or any(map(_mentions_decimal, schema.values()))
+        return schema.get(key) == value or any(_has(v, key, value) for v in schema.values())
     if isinstance(schema, (list, tuple)):
-        return any(map(_mentions_decimal, schema))
+        return any(_has(item, key, value) for item in schema)
     return False
 
 
@@ -258,8 +278,10 @@ def parse_event(
     try:
         if not isinstance(body, (bytes, bytearray, str)):
             event: WebhookEvent = adapter.validate_python(body)
-        elif decimals or (model is not None and _has_decimal(model)):
-            event = adapter.validate_python(_exact_json(body))
+        elif decimals or (model is not None and _numbers(model)[0]):
+            if model is not None and _numbers(model)[1]:
+                adapter.validate_json(body)  # a strict model: JSON's rules decide what passes
+            event = adapter.validate_python(_exact_json(body), strict=False)
         else:
             event = adapter.validate_json(body)
     except ValidationError as error:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict
 
 from fluxbase_receiver import (
@@ -246,10 +247,10 @@ def test_decimal_fields_of_dataclasses_and_typeddicts_are_exact() -> None:
 
 def test_dict_records_keep_integers_exact_and_floats_by_default() -> None:
     raw = numeric_body('{"big":123456789012345678901234567890,"price":12.50,"meta":{"r":0.1}}')
-    plain = parse_event(raw).record
+    plain = parse_event(raw).row
     assert plain == {"big": 123456789012345678901234567890, "price": 12.5, "meta": {"r": 0.1}}
     assert type(plain["price"]) is float
-    exact = parse_event(raw, decimals=True).record
+    exact = parse_event(raw, decimals=True).row
     assert exact["big"] == 123456789012345678901234567890 and type(exact["big"]) is int
     assert str(exact["price"]) == "12.50"
     assert exact["meta"] == {"r": Decimal("0.1")}
@@ -260,6 +261,28 @@ def test_untyped_values_inside_a_decimal_model_are_decimal() -> None:
     record = parse_event(raw, Invoice).record
     assert isinstance(record, Invoice)
     assert record.meta == {"ratio": Decimal("0.25"), "n": 3}
+
+
+def test_strict_models_with_decimal_fields_accept_what_json_accepts() -> None:
+    class Strict(BaseModel):
+        model_config = ConfigDict(strict=True)
+        at: datetime
+        key: UUID
+        amount: Decimal
+        count: int
+
+    record = '{"at":"2025-11-02T10:30:00Z","key":"%s","amount":1.50,"count":%s}'
+    key = "550e8400-e29b-41d4-a716-446655440000"
+    parsed = parse_event(numeric_body(record % (key, "3")), Strict).record
+    assert isinstance(parsed, Strict)
+    assert (parsed.at.year, str(parsed.key), str(parsed.amount), parsed.count) == (
+        2025,
+        key,
+        "1.50",
+        3,
+    )
+    with pytest.raises(InvalidPayload, match=r"record\.count"):
+        parse_event(numeric_body(record % (key, '"3"')), Strict)  # strict: no str for an int
 
 
 def test_models_without_decimal_fields_are_parsed_as_before() -> None:
