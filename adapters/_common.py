@@ -1,17 +1,17 @@
 """Pieces every adapter shares: the missing-framework message, the respond options,
-response headers, and settling a claim when a view or route function is the handler."""
+response headers, and the answer when a view or route function that handles an event fails.
+Claims are settled with the core's ``Receiver.settle`` / ``Receiver.settle_async``."""
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 from http import HTTPStatus
 from typing import Literal, TypeAlias
 
 from fluxbase_receiver.errors import HandlerError, PayloadTooLarge
 from fluxbase_receiver.events import WebhookEvent
-from fluxbase_receiver.receiver import Admitted, Outcome, Receiver
+from fluxbase_receiver.receiver import Outcome
 
 logger = logging.getLogger("fluxbase_receiver")
 
@@ -45,6 +45,18 @@ def check_respond(respond: Respond, deadline: float | None) -> None:
         raise ValueError("deadline needs respond='after_handlers' and a positive number of seconds")
 
 
+def path_variants(path: str) -> frozenset[str]:
+    """``path`` without and with a trailing slash (``/hooks`` and ``/hooks/``): a webhook URL
+    configured either way must reach the handler, never a 404 or a redirect."""
+    bare = path.rstrip("/")
+    return frozenset((bare or "/", bare + "/"))
+
+
+def skipped(event: WebhookEvent) -> Outcome:
+    """The 200 answer for an event a single-route adapter's filter does not take."""
+    return Outcome(200, {"ok": True, "skipped": True}, event)
+
+
 def too_large(limit: int) -> Outcome:
     """The 413 refusal for a body that passed ``limit`` while it was being read."""
     logger.info("webhook refused with 413: payload_too_large")
@@ -58,11 +70,6 @@ def response_headers(outcome: Outcome) -> dict[str, str]:
     return {"Content-Type": JSON}
 
 
-def without_claim(admitted: Admitted) -> Admitted:
-    """The same event and handlers, with the claim left for the caller to settle."""
-    return Admitted(admitted.event, None, admitted.calls)
-
-
 def view_failed(event: WebhookEvent, error: Exception) -> Outcome:
     """The 500 answer when the view or route function that handles the event raised."""
     logger.error(
@@ -72,26 +79,3 @@ def view_failed(event: WebhookEvent, error: Exception) -> Outcome:
         exc_info=(type(error), error, error.__traceback__),
     )
     return Outcome.refuse(HandlerError("the webhook view failed", (error,)), event)
-
-
-def settle(receiver: Receiver, admitted: Admitted, ok: bool) -> None:
-    """Complete the claim when the handling succeeded, release it when it failed."""
-    store = receiver.store
-    if admitted.key is None or store is None:
-        return
-    if inspect.iscoroutinefunction(store.complete):
-        raise TypeError("an async idempotency store needs an async adapter")
-    if ok:
-        store.complete(admitted.key, receiver.done_ttl)
-    else:
-        store.release(admitted.key)
-
-
-async def settle_async(receiver: Receiver, admitted: Admitted, ok: bool) -> None:
-    """:func:`settle` for async code (awaits an async idempotency store)."""
-    store = receiver.store
-    if admitted.key is None or store is None:
-        return
-    done = store.complete(admitted.key, receiver.done_ttl) if ok else store.release(admitted.key)
-    if done is not None and inspect.isawaitable(done):  # a sync store answers None, cheaply
-        await done

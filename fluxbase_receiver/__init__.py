@@ -46,9 +46,19 @@ from fluxbase_receiver.idempotency import (
     IdempotencyStore,
     MemoryIdempotencyStore,
     SQLiteIdempotencyStore,
-    default_idempotency_key,
+    content_key,
 )
-from fluxbase_receiver.receiver import Admitted, HandlerObserver, Headers, Outcome, Receiver
+from fluxbase_receiver.receiver import (
+    DEFAULT_LEASE,
+    EVENT_ID_HEADER,
+    Admitted,
+    Dedupe,
+    HandlerObserver,
+    Headers,
+    Outcome,
+    Receiver,
+    check_model,
+)
 from fluxbase_receiver.signature import (
     LEGACY_SIGNATURE_HEADER,
     SIGNATURE_HEADER,
@@ -64,6 +74,8 @@ from fluxbase_receiver.signature import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_LEASE",
+    "EVENT_ID_HEADER",
     "LEGACY_SIGNATURE_HEADER",
     "SIGNATURE_HEADER",
     "USER_AGENT",
@@ -71,6 +83,7 @@ __all__ = [
     "AsyncFluxbaseClient",
     "AsyncIdempotencyStore",
     "ClaimState",
+    "Dedupe",
     "DeleteEvent",
     "EventFilter",
     "EventInProgress",
@@ -104,7 +117,8 @@ __all__ = [
     "WebhookEvent",
     "WebhookTestResult",
     "__version__",
-    "default_idempotency_key",
+    "check_model",
+    "content_key",
     "fluxbase_headers",
     "fluxbase_json",
     "parse_event",

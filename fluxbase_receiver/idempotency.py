@@ -1,11 +1,15 @@
-"""Idempotency: each event is handled once, however often it is delivered.
+"""Idempotency stores: claims with an owner and a lease, and remembered completions.
 
-A key is *claimed* before handlers run. The claim answers one of three states:
-``NEW`` (run the handlers), ``IN_PROGRESS`` (someone else is handling it: answer 409
-so the sender retries later) or ``DONE`` (answer 200, run nothing). Handlers that
-succeed *complete* the key; handlers that fail *release* it so a retry runs again.
-An in-progress claim expires after ``processing_ttl`` (a crashed worker does not
-block the event forever); a completed key is remembered for ``done_ttl``.
+A key is *claimed* before handlers run, by an ``owner`` (a random token the receiver
+makes per delivery) for a short ``lease``. The claim answers one of three states:
+``NEW`` (this owner holds it: run the handlers), ``IN_PROGRESS`` (another owner holds it:
+answer 409 so the sender retries later) or ``DONE`` (answer 200, run nothing).
+
+While the handlers run, the owner *renews* the lease; when they end it *completes* the key
+(remembered as done for a ``ttl``) or *releases* it (the next delivery runs again). Renew,
+complete and release are compare-and-set on the owner: a claimant that outlived its lease
+never touches the claim that replaced it. A claim whose holder died stops being renewed
+and lapses when its lease runs out, so the sender's next retry runs the handlers.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ __all__ = [
     "IdempotencyStore",
     "MemoryIdempotencyStore",
     "SQLiteIdempotencyStore",
-    "default_idempotency_key",
+    "content_key",
 ]
 
 
@@ -42,18 +46,22 @@ class ClaimState(enum.Enum):
 
 @runtime_checkable
 class IdempotencyStore(Protocol):
-    """A blocking store of claimed and completed event keys."""
+    """A blocking store of owned claims and completed keys."""
 
-    def claim(self, key: str, ttl: float) -> ClaimState:
-        """Claim ``key`` for ``ttl`` seconds unless it is already claimed or done."""
+    def claim(self, key: str, owner: str, lease: float) -> ClaimState:
+        """Claim ``key`` for ``owner`` for ``lease`` seconds unless it is held or done."""
         ...
 
-    def complete(self, key: str, ttl: float) -> None:
-        """Mark ``key`` done; remember that for ``ttl`` seconds."""
+    def renew(self, key: str, owner: str, lease: float) -> bool:
+        """Extend ``owner``'s live claim to ``lease`` seconds from now; False if it is lost."""
         ...
 
-    def release(self, key: str) -> None:
-        """Forget a claim so the next delivery of the event runs the handlers again."""
+    def complete(self, key: str, owner: str, ttl: float) -> bool:
+        """Mark ``owner``'s live claim done for ``ttl`` seconds; False if it is lost."""
+        ...
+
+    def release(self, key: str, owner: str) -> None:
+        """Drop ``owner``'s claim so the next delivery runs the handlers again."""
         ...
 
 
@@ -61,32 +69,31 @@ class IdempotencyStore(Protocol):
 class AsyncIdempotencyStore(Protocol):
     """The same contract as :class:`IdempotencyStore`, for asyncio clients."""
 
-    async def claim(self, key: str, ttl: float) -> ClaimState:
-        """Claim ``key`` for ``ttl`` seconds unless it is already claimed or done."""
+    async def claim(self, key: str, owner: str, lease: float) -> ClaimState:
+        """Claim ``key`` for ``owner`` for ``lease`` seconds unless it is held or done."""
         ...
 
-    async def complete(self, key: str, ttl: float) -> None:
-        """Mark ``key`` done; remember that for ``ttl`` seconds."""
+    async def renew(self, key: str, owner: str, lease: float) -> bool:
+        """Extend ``owner``'s live claim to ``lease`` seconds from now; False if it is lost."""
         ...
 
-    async def release(self, key: str) -> None:
-        """Forget a claim so the next delivery of the event runs the handlers again."""
+    async def complete(self, key: str, owner: str, ttl: float) -> bool:
+        """Mark ``owner``'s live claim done for ``ttl`` seconds; False if it is lost."""
+        ...
+
+    async def release(self, key: str, owner: str) -> None:
+        """Drop ``owner``'s claim so the next delivery runs the handlers again."""
         ...
 
 
-def default_idempotency_key(event: Any) -> str | None:
-    """The event's ``id`` when the body has one, else a SHA-256 of its identity.
+def content_key(event: Any) -> str:
+    """A SHA-256 of what the event says changed, for events that carry no id.
 
     The identity is the compact JSON of ``webhook_id, event, schema, table, record,
-    old_record``, object keys in the order the signed body has them (a retry repeats
-    the same bytes for the same row). ``timestamp`` is left out: a Fluxbase server
-    changes it on every retry.
-    TEST events are never deduplicated (``None``): each click on "test" should arrive.
+    old_record``, object keys in the order the signed body has them. ``timestamp`` is
+    left out: a Fluxbase server changes it on every retry. Two real changes with the same
+    content (a flag toggled back, a row re-inserted) have the same content key.
     """
-    if event.event == "TEST":
-        return None
-    if event.id:
-        return f"id:{event.id}"
     identity = (
         event.webhook_id,
         event.event,
@@ -112,43 +119,64 @@ class MemoryIdempotencyStore:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[ClaimState, float]] = OrderedDict()
+        # key -> (state, expires at, owner of an in-progress claim)
+        self._entries: OrderedDict[str, tuple[ClaimState, float, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def claim(self, key: str, ttl: float) -> ClaimState:
+    def _put(self, key: str, entry: tuple[ClaimState, float, str | None]) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def _held(self, key: str, owner: str) -> bool:
+        entry = self._entries.get(key)
+        return (
+            entry is not None
+            and entry[0] is ClaimState.IN_PROGRESS
+            and entry[2] == owner
+            and entry[1] > self._clock()
+        )
+
+    def claim(self, key: str, owner: str, lease: float) -> ClaimState:
         now = self._clock()
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[1] > now:
                 return entry[0]
-            self._entries[key] = (ClaimState.IN_PROGRESS, now + ttl)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._put(key, (ClaimState.IN_PROGRESS, now + lease, owner))
             return ClaimState.NEW
 
-    def complete(self, key: str, ttl: float) -> None:
+    def renew(self, key: str, owner: str, lease: float) -> bool:
         with self._lock:
-            self._entries[key] = (ClaimState.DONE, self._clock() + ttl)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            if not self._held(key, owner):
+                return False
+            self._entries[key] = (ClaimState.IN_PROGRESS, self._clock() + lease, owner)
+            return True
 
-    def release(self, key: str) -> None:
+    def complete(self, key: str, owner: str, ttl: float) -> bool:
+        with self._lock:
+            if not self._held(key, owner):
+                return False
+            self._put(key, (ClaimState.DONE, self._clock() + ttl, None))
+            return True
+
+    def release(self, key: str, owner: str) -> None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry[0] is ClaimState.IN_PROGRESS:
+            if entry is not None and entry[0] is ClaimState.IN_PROGRESS and entry[2] == owner:
                 del self._entries[key]
 
 
 class SQLiteIdempotencyStore:
     """A store in a SQLite file, shared by every process on one host.
 
-    Claims run in ``BEGIN IMMEDIATE`` transactions, so two processes never both see
-    ``NEW`` for the same key. Expired rows are pruned as new keys are claimed.
+    Every statement runs in a ``BEGIN IMMEDIATE`` transaction with a 30 s busy timeout,
+    so two processes never both see ``NEW`` for the same key, and any number of processes
+    can create the table at once. Expired rows are pruned as new keys are claimed.
     """
 
     _PRUNE_EVERY = 1000
@@ -168,9 +196,12 @@ class SQLiteIdempotencyStore:
         self._claims = 0
         with self._transaction() as db:
             db.execute(
-                f"CREATE TABLE IF NOT EXISTS {table} ("
-                "key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL)"
+                f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, "
+                "state TEXT NOT NULL, expires_at REAL NOT NULL, owner TEXT)"
             )
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if "owner" not in columns:  # a table made before claims had owners
+                db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT")
 
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -184,7 +215,7 @@ class SQLiteIdempotencyStore:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._connection())
 
-    def claim(self, key: str, ttl: float) -> ClaimState:
+    def claim(self, key: str, owner: str, lease: float) -> ClaimState:
         now = self._clock()
         with self._transaction() as db:
             row = db.execute(
@@ -193,26 +224,36 @@ class SQLiteIdempotencyStore:
             if row is not None and row[1] > now:
                 return ClaimState(row[0])
             db.execute(
-                f"INSERT OR REPLACE INTO {self.table} (key, state, expires_at) VALUES (?, ?, ?)",
-                (key, ClaimState.IN_PROGRESS.value, now + ttl),
+                f"INSERT OR REPLACE INTO {self.table} (key, state, expires_at, owner) "
+                "VALUES (?, 'in_progress', ?, ?)",
+                (key, now + lease, owner),
             )
             self._claims += 1
             if self._claims % self._PRUNE_EVERY == 0:
                 db.execute(f"DELETE FROM {self.table} WHERE expires_at <= ?", (now,))
             return ClaimState.NEW
 
-    def complete(self, key: str, ttl: float) -> None:
+    def _update_held(self, key: str, owner: str, state: str, ttl: float) -> bool:
+        now = self._clock()
         with self._transaction() as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO {self.table} (key, state, expires_at) VALUES (?, ?, ?)",
-                (key, ClaimState.DONE.value, self._clock() + ttl),
+            cursor = db.execute(
+                f"UPDATE {self.table} SET state = ?, expires_at = ?, owner = ? WHERE key = ? "
+                "AND owner = ? AND state = 'in_progress' AND expires_at > ?",
+                (state, now + ttl, owner if state == "in_progress" else None, key, owner, now),
             )
+            return cursor.rowcount == 1
 
-    def release(self, key: str) -> None:
+    def renew(self, key: str, owner: str, lease: float) -> bool:
+        return self._update_held(key, owner, "in_progress", lease)
+
+    def complete(self, key: str, owner: str, ttl: float) -> bool:
+        return self._update_held(key, owner, "done", ttl)
+
+    def release(self, key: str, owner: str) -> None:
         with self._transaction() as db:
             db.execute(
-                f"DELETE FROM {self.table} WHERE key = ? AND state = ?",
-                (key, ClaimState.IN_PROGRESS.value),
+                f"DELETE FROM {self.table} WHERE key = ? AND owner = ? AND state = 'in_progress'",
+                (key, owner),
             )
 
     def close(self) -> None:

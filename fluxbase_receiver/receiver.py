@@ -2,38 +2,56 @@
 
 ``Receiver.handle`` runs it all and turns every refusal into an :class:`Outcome`
 (status + JSON body); it never raises for bad input. The steps are also callable one
-by one (``precheck``, ``admit``, ``process``) so framework adapters can stream bodies,
-answer early and run handlers in the background.
+by one (``precheck``, ``admit``, ``process``, ``settle``) so framework adapters can
+stream bodies, answer early and run handlers in the background.
+
+Delivery is at-least-once. An event with an id (the body's ``id``, else an
+``X-Fluxbase-Event-Id`` header) runs once per id. An event without one (a Fluxbase
+server's) is never answered as a completed duplicate: the same content may be a real
+new change. While its handlers run, an identical delivery is answered 409 (the sender
+retries it later). ``dedupe="content"`` and ``key=`` opt in to more (see :class:`Receiver`).
+
+A claim is held for ``processing_ttl`` seconds (the lease, default 10 s) and renewed by
+the process's heartbeat thread every third of it while the handlers run; a claim whose
+process died lapses within one lease, so the sender's next retry runs the handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import inspect
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, TypeVar, cast
 
+from pydantic import BaseModel, PydanticUndefinedAnnotation, PydanticUserError
+from typing_extensions import is_typeddict
+
+from fluxbase_receiver._heartbeat import HEARTBEAT
 from fluxbase_receiver.errors import (
     EventInProgress,
     HandlerError,
     InvalidPayload,
+    InvalidSignature,
     MethodNotAllowed,
     PayloadTooLarge,
     SignatureError,
     UnsupportedMediaType,
     WebhookError,
 )
-from fluxbase_receiver.events import EventFilter, WebhookEvent, parse_event
+from fluxbase_receiver.events import EventFilter, WebhookEvent, event_adapter, parse_event
 from fluxbase_receiver.idempotency import (
     AsyncIdempotencyStore,
     ClaimState,
     IdempotencyStore,
     MemoryIdempotencyStore,
-    default_idempotency_key,
+    content_key,
 )
 from fluxbase_receiver.signature import (
     DEFAULT_TOLERANCE,
@@ -45,7 +63,18 @@ from fluxbase_receiver.signature import (
     verify_with_keys,
 )
 
-__all__ = ["Admitted", "HandlerObserver", "Headers", "Outcome", "Receiver"]
+__all__ = [
+    "DEFAULT_LEASE",
+    "EVENT_ID_HEADER",
+    "SECRET_ENV",
+    "Admitted",
+    "Dedupe",
+    "HandlerObserver",
+    "Headers",
+    "Outcome",
+    "Receiver",
+    "check_model",
+]
 
 logger = logging.getLogger("fluxbase_receiver")
 
@@ -57,6 +86,16 @@ HandlerObserver: TypeAlias = Callable[[Callable[..., Any], WebhookEvent], None]
 """Called with ``(handler, event)`` before each handler runs; see :meth:`Receiver.observe`."""
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_LEASE = 10.0
+"""Seconds a claim is held without renewal (``processing_ttl``); renewed every third of it."""
+EVENT_ID_HEADER = "X-Fluxbase-Event-Id"
+"""The event id header, read when the body has no ``id``."""
+SECRET_ENV = "FLUXBASE_WEBHOOK_SECRET"
+"""The environment variable ``Receiver()`` reads when no ``secret`` is given."""
+Dedupe: TypeAlias = Literal["id", "content"]
+"""What deduplicates events without an id: nothing but concurrency ("id"), or their content."""
+_EVENT_ID = EVENT_ID_HEADER.lower()
+_LONGEST_KEY = 200
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _OK_BYTES = b'{"ok":true}'
 _SIGNATURE = SIGNATURE_HEADER.lower()
@@ -101,51 +140,102 @@ class _Handler:
 
 @dataclass(slots=True)
 class Admitted:
-    """A verified, parsed and claimed event, ready for :meth:`Receiver.process`."""
+    """A verified, parsed and claimed event, ready for :meth:`Receiver.process`.
+
+    ``key`` is the idempotency key (``None``: nothing to claim), ``owner`` the token of
+    the claim it holds (``None`` once settled), ``remember`` how long a success is
+    remembered (0: the claim is released, not completed). Settle it once:
+    :meth:`Receiver.process` does, or :meth:`Receiver.settle` / :meth:`Receiver.settle_async`.
+    """
 
     event: WebhookEvent
-    key: str | None
+    key: str | None = None
     calls: list[tuple[_Handler, WebhookEvent]] = field(default_factory=list)
+    remember: float = 0.0
+    owner: str | None = None
 
 
 class Receiver:
     """Verifies, parses, deduplicates and dispatches Fluxbase webhook events.
 
-    ``secret`` may be a list during rotation (any matching signature passes).
-    ``idempotency`` is a store, ``None`` for an in-memory one, ``False`` for none.
-    ``clock`` returns unix seconds and is used for the signature's age check.
+    ``secret`` may be a list during rotation (any matching signature passes); without
+    one, ``FLUXBASE_WEBHOOK_SECRET`` is read. ``idempotency`` is a store, ``None`` for an
+    in-memory one, ``False`` for none.
+
+    Deduplication: an event id (body ``id`` or ``X-Fluxbase-Event-Id``) runs once and is
+    remembered for ``done_ttl`` seconds. Events without one are only kept from running
+    concurrently (409), never answered as duplicates, unless you opt in:
+
+    - ``key=`` a function of the event returning its identity (deduplicated like an id)
+      or ``None`` (the default applies). It must change with every real change, e.g.
+      ``lambda e: f"{e.qualified_table}:{e.row['id']}:{e.row['updated_at']}"``; two real
+      changes with the same key run once.
+    - ``dedupe="content"`` with ``window=`` seconds: an event with the same content as
+      one handled less than ``window`` seconds ago is a duplicate. Hazard: a real change
+      that repeats content within the window (a flag toggled back, a row re-inserted)
+      is dropped.
+
+    ``processing_ttl`` is the claim's lease (renewed while handlers run; a crashed
+    process's claim lapses within it). ``clock`` returns unix seconds and is used for
+    the signature's age check.
     ``decimals=True`` reads non-integer numbers of untyped (dict) records as ``Decimal``
     (default ``float``; ``Decimal`` fields of record models are always exact).
     """
 
     def __init__(
         self,
-        secret: Secrets,
+        secret: Secrets | None = None,
         *,
         tolerance: float | None = DEFAULT_TOLERANCE,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         idempotency: IdempotencyStore | AsyncIdempotencyStore | Literal[False] | None = None,
-        idempotency_key: Callable[[WebhookEvent], str | None] = default_idempotency_key,
-        processing_ttl: float = 300.0,
+        key: Callable[[WebhookEvent], str | None] | None = None,
+        dedupe: Dedupe = "id",
+        window: float | None = None,
+        processing_ttl: float = DEFAULT_LEASE,
         done_ttl: float = 86_400.0,
         allow_legacy_signature: bool = False,
         clock: Callable[[], float] = time.time,
         decimals: bool = False,
     ) -> None:
+        if secret is None:
+            secret = os.environ.get(SECRET_ENV)
+        if not secret:
+            raise ValueError(
+                f"Receiver needs a webhook secret: pass secret=... or set {SECRET_ENV}"
+            )
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
+        if processing_ttl <= 0 or done_ttl <= 0:
+            raise ValueError("processing_ttl and done_ttl must be positive numbers of seconds")
+        if dedupe not in ("id", "content"):
+            raise ValueError(f"dedupe must be 'id' or 'content', not {dedupe!r}")
+        if (dedupe == "content") != (window is not None) or (window is not None and window <= 0):
+            raise ValueError("dedupe='content' needs window= a positive number of seconds")
+        if key is not None and not callable(key):
+            raise TypeError("key must be a function of the event returning a string or None")
         self._keys = secret_keys(secret)
         self.tolerance = tolerance
         self.max_body_bytes = max_body_bytes
         if idempotency is None:
             idempotency = MemoryIdempotencyStore()
+        if idempotency is not False and not isinstance(
+            idempotency, (IdempotencyStore, AsyncIdempotencyStore)
+        ):
+            raise TypeError(
+                "idempotency must be a store with claim, renew, complete and release "
+                "(see IdempotencyStore), None for an in-memory one, or False"
+            )
         self.store: IdempotencyStore | AsyncIdempotencyStore | None = (
             None if idempotency is False else idempotency
         )
         self._store_is_async = self.store is not None and inspect.iscoroutinefunction(
             self.store.claim
         )
-        self.idempotency_key = idempotency_key
+        self.key = key
+        self.dedupe = dedupe
+        self.window = window
+        self._remember_content = window or 0.0
         self.processing_ttl = processing_ttl
         self.done_ttl = done_ttl
         self.allow_legacy_signature = allow_legacy_signature
@@ -170,10 +260,17 @@ class Receiver:
         """Register a handler for ``table`` (``"*"``, ``"users"``, ``"auth.users"``, ``"auth.*"``).
 
         ``operations`` default to INSERT, UPDATE and DELETE; TEST events reach only
-        handlers that ask for ``"TEST"``. ``model`` types the records. A sync handler
-        called from async code runs in a worker thread unless ``threaded=False``.
+        handlers that ask for ``"TEST"``. ``model`` types the records (a pydantic model
+        class, dataclass or TypedDict, fully defined). A sync handler called from async
+        code runs in a worker thread unless ``threaded=False``. Raises at once for an
+        unknown operation, a bad table pattern or an unusable model.
         """
+        for operation in operations:
+            if not isinstance(operation, str):
+                raise TypeError(f"operations are names like 'INSERT', not {operation!r}")
         selected = EventFilter(table, *operations)
+        if model is not None:
+            check_model(model)
 
         def register(func: HandlerFunc) -> HandlerFunc:
             is_async = inspect.iscoroutinefunction(func)
@@ -211,7 +308,7 @@ class Receiver:
     def precheck(
         self, method: str, headers: Headers, content_length: int | None = None
     ) -> Outcome | None:
-        """Refuse what can be refused before reading the body (405, 413, 415)."""
+        """Refuse what can be refused before reading the body (405, 400, 413, 415)."""
         try:
             self._precheck(method, _lower(headers), content_length)
         except WebhookError as error:
@@ -221,9 +318,8 @@ class Receiver:
     def _precheck(self, method: str, headers: dict[str, str], length: int | None) -> None:
         if method != "POST" and method.upper() != "POST":
             raise MethodNotAllowed(f"{method.upper()} is not allowed; webhooks are POSTed")
-        if length is None:
-            declared = headers.get("content-length", "").strip()
-            length = int(declared) if declared.isascii() and declared.isdigit() else None
+        if length is None and "content-length" in headers:
+            length = _declared_length(headers["content-length"], self.max_body_bytes)
         if length is not None and length > self.max_body_bytes:
             raise PayloadTooLarge(f"body exceeds {self.max_body_bytes} bytes")
         content_type = headers.get("content-type", "").strip()
@@ -236,13 +332,30 @@ class Receiver:
 
     def _verify(self, body: bytes, headers: dict[str, str]) -> None:
         header = headers.get(_SIGNATURE)
-        if header is None and self.allow_legacy_signature and _LEGACY in headers:
-            verify_legacy_with_keys(body, headers[_LEGACY], self._keys)
-            return
-        verify_with_keys(body, header, self._keys, self.tolerance, self.clock())
+        try:
+            if header is None and self.allow_legacy_signature and _LEGACY in headers:
+                verify_legacy_with_keys(body, headers[_LEGACY], self._keys)
+                return
+            verify_with_keys(body, header, self._keys, self.tolerance, self.clock())
+        except InvalidSignature:
+            tried = ", ".join(f"#{n}" for n in range(1, len(self._keys) + 1))
+            logger.warning(
+                "signature mismatch: tried configured secret(s) %s of %d. Is the raw request "
+                "body verified as received (not re-serialised JSON)? Is this the webhook's secret?",
+                tried,
+                len(self._keys),
+            )
+            raise
 
-    def _read(self, body: bytes, headers: Headers, method: str) -> Admitted:
-        """Size guard, verify, parse, and the typed events for each matching handler."""
+    def _read(
+        self,
+        body: bytes,
+        headers: Headers,
+        method: str,
+        model: type[Any] | None,
+        route: EventFilter | None = None,
+    ) -> Admitted:
+        """Size guard, verify, parse, the typed events for each matching handler, the key."""
         lowered = _lower(headers)
         self._precheck(method, lowered, len(body))
         self._verify(body, lowered)
@@ -256,59 +369,170 @@ class Receiver:
             if handler.model not in typed:
                 typed[handler.model] = _parse_as(body, handler.model, self.decimals)
             calls.append((handler, typed[handler.model]))
-        key = self.idempotency_key(event) if self.store is not None else None
-        return Admitted(event, key, calls)
+        if self.store is None or event.event == "TEST":  # each click on "test" arrives
+            key, remember = None, 0.0
+        else:
+            key, remember = self._identity(event, lowered)
+        if model is not None and (route is None or route.accepts(event)):
+            event = typed[model] if model in typed else _parse_as(body, model, self.decimals)
+        return Admitted(event, key, calls, remember)
 
-    def _read_or_refuse(self, body: bytes, headers: Headers, method: str) -> Admitted | Outcome:
+    def _identity(self, event: WebhookEvent, headers: dict[str, str]) -> tuple[str, float]:
+        """The idempotency key, and how long a success is remembered (0: not at all)."""
+        if self.key is not None:
+            try:
+                chosen = self.key(event)
+            except Exception:
+                logger.exception("the key function failed; deduplicating by the default rule")
+                chosen = None
+            if chosen is not None:
+                return _bounded("key:", str(chosen)), self.done_ttl
+        event_id = event.id or headers.get(_EVENT_ID, "").strip()
+        if event_id:
+            return _bounded("id:", event_id), self.done_ttl
+        return content_key(event), self._remember_content
+
+    def _read_or_refuse(
+        self,
+        body: bytes,
+        headers: Headers,
+        method: str,
+        model: type[Any] | None,
+        route: EventFilter | None = None,
+    ) -> Admitted | Outcome:
         try:
-            return self._read(body, headers, method)
+            return self._read(body, headers, method, model, route)
         except WebhookError as error:
             return _refused(error)
 
-    def _claimed(self, admitted: Admitted, state: ClaimState | None) -> Admitted | Outcome:
+    def _claimed(
+        self,
+        admitted: Admitted,
+        state: ClaimState,
+        owner: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Admitted | Outcome:
+        if state is ClaimState.NEW:
+            admitted.owner = owner
+            HEARTBEAT.hold(self.store, cast(str, admitted.key), owner, self.processing_ttl, loop)
+            return admitted
         if state is ClaimState.DONE:
             return Outcome(200, {"ok": True, "duplicate": True}, admitted.event)
-        if state is ClaimState.IN_PROGRESS:
-            return _refused(
-                EventInProgress("this event is already being handled; retry later"),
-                admitted.event,
-            )
-        return admitted
+        return _refused(
+            EventInProgress("this event is already being handled; retry later"), admitted.event
+        )
 
-    def admit(self, body: bytes, headers: Headers, method: str = "POST") -> Admitted | Outcome:
+    def _blocking_store(self) -> IdempotencyStore | None:
+        """The store, refused up front when it is async and the caller is not."""
+        if self._store_is_async:
+            raise TypeError(
+                f"the idempotency store {type(self.store).__name__} is async: use handle_async, "
+                "admit_async, process_async and settle_async (an ASGI adapter) or a blocking store"
+            )
+        return cast(IdempotencyStore | None, self.store)
+
+    def admit(
+        self,
+        body: bytes,
+        headers: Headers,
+        method: str = "POST",
+        *,
+        model: type[Any] | None = None,
+        route: EventFilter | None = None,
+    ) -> Admitted | Outcome:
         """Run every step up to and including the idempotency claim.
 
-        Returns the :class:`Admitted` event to pass to :meth:`process`, or the
-        :class:`Outcome` that answers the request now (a refusal or a duplicate).
+        Returns the :class:`Admitted` event to pass to :meth:`process` (and then settle),
+        or the :class:`Outcome` that answers the request now (a refusal or a duplicate).
+        ``model`` types ``Admitted.event``'s records (a mismatch is a 400 before any claim);
+        with ``route``, only those of the events it accepts (the others stay dicts).
         """
-        admitted = self._read_or_refuse(body, headers, method)
-        if isinstance(admitted, Outcome) or admitted.key is None:
+        store = self._blocking_store()
+        admitted = self._read_or_refuse(body, headers, method, model, route)
+        if isinstance(admitted, Outcome) or admitted.key is None or store is None:
             return admitted
-        if self._store_is_async:
-            raise TypeError("an async idempotency store needs handle_async / admit_async")
-        store = cast(IdempotencyStore, self.store)
-        return self._claimed(admitted, store.claim(admitted.key, self.processing_ttl))
+        owner = _new_owner()
+        return self._claimed(admitted, store.claim(admitted.key, owner, self.processing_ttl), owner)
 
     async def admit_async(
-        self, body: bytes, headers: Headers, method: str = "POST"
+        self,
+        body: bytes,
+        headers: Headers,
+        method: str = "POST",
+        *,
+        model: type[Any] | None = None,
+        route: EventFilter | None = None,
     ) -> Admitted | Outcome:
         """:meth:`admit` for async code (awaits an async idempotency store)."""
-        admitted = self._read_or_refuse(body, headers, method)
-        if isinstance(admitted, Outcome) or admitted.key is None:
+        admitted = self._read_or_refuse(body, headers, method, model, route)
+        if isinstance(admitted, Outcome) or admitted.key is None or self.store is None:
             return admitted
-        if self._store_is_async:
-            state = await cast(AsyncIdempotencyStore, self.store).claim(
-                admitted.key, self.processing_ttl
+        owner = _new_owner()
+        if not self._store_is_async:
+            state = cast(IdempotencyStore, self.store).claim(
+                admitted.key, owner, self.processing_ttl
             )
-        else:
-            state = cast(IdempotencyStore, self.store).claim(admitted.key, self.processing_ttl)
-        return self._claimed(admitted, state)
+            return self._claimed(admitted, state, owner)
+        state = await cast(AsyncIdempotencyStore, self.store).claim(
+            admitted.key, owner, self.processing_ttl
+        )
+        return self._claimed(admitted, state, owner, asyncio.get_running_loop())
 
-    def process(self, admitted: Admitted) -> Outcome:
-        """Run the handlers, then complete the claim (or release it if any raised)."""
-        if admitted.key is not None and self._store_is_async:
-            raise TypeError("an async idempotency store needs handle_async / process_async")
-        failures: list[BaseException] = []
+    def settle(self, admitted: Admitted, ok: bool) -> None:
+        """Settle ``admitted``'s claim: complete it when the handling succeeded (``ok``),
+        release it otherwise (the next delivery runs again). Once per claim; later calls,
+        and events that hold no claim, do nothing."""
+        owner = admitted.owner
+        if owner is None:
+            return
+        store = self._blocking_store()
+        admitted.owner = None
+        HEARTBEAT.drop(owner)
+        key = cast(str, admitted.key)
+        if ok and admitted.remember:
+            if not cast(IdempotencyStore, store).complete(key, owner, admitted.remember):
+                _lapsed(key)
+        else:
+            cast(IdempotencyStore, store).release(key, owner)
+
+    async def settle_async(self, admitted: Admitted, ok: bool) -> None:
+        """:meth:`settle` for async code (awaits an async idempotency store)."""
+        owner = admitted.owner
+        if owner is None:
+            return
+        if not self._store_is_async:
+            self.settle(admitted, ok)
+            return
+        admitted.owner = None
+        HEARTBEAT.drop(owner)
+        store = cast(AsyncIdempotencyStore, self.store)
+        key = cast(str, admitted.key)
+        if ok and admitted.remember:
+            if not await store.complete(key, owner, admitted.remember):
+                _lapsed(key)
+        else:
+            await store.release(key, owner)
+
+    def process(self, admitted: Admitted, *, settle: bool = True) -> Outcome:
+        """Run the handlers, then settle the claim (complete it, or release it if any raised).
+
+        With ``settle=False`` the caller settles (:meth:`settle`), e.g. after a view ran.
+        Any other exception (``KeyboardInterrupt``, ``SystemExit``, cancellation) releases
+        the claim and propagates.
+        """
+        self._blocking_store()
+        try:
+            failures = self._run(admitted)
+        except BaseException:
+            if settle:
+                self.settle(admitted, ok=False)
+            raise
+        if settle:
+            self.settle(admitted, ok=not failures)
+        return self._finish(admitted, failures)
+
+    def _run(self, admitted: Admitted) -> list[Exception]:
+        failures: list[Exception] = []
         for handler, event in admitted.calls:
             try:
                 for observer in self._observers:
@@ -318,18 +542,22 @@ class Receiver:
                     asyncio.run(_awaited(result))
             except Exception as exc:  # every handler runs; failures are aggregated
                 failures.append(exc)
-        outcome = self._finish(admitted, failures)
-        if admitted.key is not None:
-            store = cast(IdempotencyStore, self.store)
-            if failures:
-                store.release(admitted.key)
-            else:
-                store.complete(admitted.key, self.done_ttl)
-        return outcome
+        return failures
 
-    async def process_async(self, admitted: Admitted) -> Outcome:
+    async def process_async(self, admitted: Admitted, *, settle: bool = True) -> Outcome:
         """:meth:`process` for async code: awaits async handlers, threads sync ones."""
-        failures: list[BaseException] = []
+        try:
+            failures = await self._run_async(admitted)
+        except BaseException:
+            if settle:
+                await self.settle_async(admitted, ok=False)
+            raise
+        if settle:
+            await self.settle_async(admitted, ok=not failures)
+        return self._finish(admitted, failures)
+
+    async def _run_async(self, admitted: Admitted) -> list[Exception]:
+        failures: list[Exception] = []
         for handler, event in admitted.calls:
             try:
                 for observer in self._observers:
@@ -345,17 +573,9 @@ class Receiver:
                     await result
             except Exception as exc:
                 failures.append(exc)
-        outcome = self._finish(admitted, failures)
-        if admitted.key is not None and self.store is not None:
-            if failures:
-                done = self.store.release(admitted.key)
-            else:
-                done = self.store.complete(admitted.key, self.done_ttl)
-            if self._store_is_async:
-                await done  # type: ignore[misc]
-        return outcome
+        return failures
 
-    def _finish(self, admitted: Admitted, failures: Sequence[BaseException]) -> Outcome:
+    def _finish(self, admitted: Admitted, failures: Sequence[Exception]) -> Outcome:
         event = admitted.event
         if not failures:
             return Outcome(200, {"ok": True}, event)
@@ -416,6 +636,49 @@ def accepted(event: WebhookEvent) -> Outcome:
 
 async def _awaited(result: Awaitable[Any]) -> Any:
     return await result
+
+
+def check_model(model: Any) -> None:
+    """Raise ``TypeError`` (one line) unless ``model`` can type records: a fully defined
+    pydantic model class, dataclass or TypedDict."""
+    if not isinstance(model, type) or not (
+        issubclass(model, BaseModel) or dataclasses.is_dataclass(model) or is_typeddict(model)
+    ):
+        raise TypeError(
+            f"model must be a pydantic model class (or a dataclass or TypedDict), not {model!r}"
+        )
+    try:
+        event_adapter(model).rebuild(raise_errors=True)
+    except (PydanticUserError, PydanticUndefinedAnnotation) as error:
+        reason = str(error).splitlines()[0]
+        raise TypeError(
+            f"model {model.__name__} cannot type records: {reason} (define every type it "
+            "refers to, then register the handler)"
+        ) from None
+
+
+def _new_owner() -> str:
+    return os.urandom(12).hex()
+
+
+def _bounded(prefix: str, value: str) -> str:
+    """``prefix + value``, hashed when too long for a store's key."""
+    if len(value) <= _LONGEST_KEY:
+        return prefix + value
+    return prefix + "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _lapsed(key: str) -> None:
+    logger.warning("the claim on %s lapsed before its handlers ended; the event may run again", key)
+
+
+def _declared_length(declared: str, limit: int) -> int:
+    """A ``Content-Length`` value as a number (anything over ``limit`` as ``limit + 1``)."""
+    digits = declared.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidPayload("Content-Length must be a whole number of bytes")
+    digits = digits.lstrip("0") or "0"
+    return limit + 1 if len(digits) > len(str(limit)) else int(digits)
 
 
 def _parse_as(body: bytes, model: type[Any], decimals: bool) -> WebhookEvent:

@@ -1,7 +1,8 @@
 """Idempotency stores on Redis, shared by every process and host (AWS Lambda included).
 
 Needs the ``redis`` extra: ``pip install 'fluxbase-receiver[redis]'``. Expiry is Redis's
-own (``PX``), so every host agrees on it whatever its clock says.
+own (``PX``), so every host agrees on it whatever its clock says. A claim's value names
+its owner; renew, complete and release are Lua scripts that act only for that owner.
 """
 
 from __future__ import annotations
@@ -20,22 +21,36 @@ from fluxbase_receiver.idempotency import ClaimState
 
 __all__ = ["AsyncRedisIdempotencyStore", "RedisIdempotencyStore"]
 
+# KEYS[1] the key; ARGV[1] the owner's claim value ("in_progress:<owner>"); ARGV[2] millis.
 # Returns the current state, or claims the key and returns "new", in one atomic step.
 _CLAIM = """
-local state = redis.call('GET', KEYS[1])
-if state then return state end
-redis.call('SET', KEYS[1], 'in_progress', 'PX', ARGV[1])
+local held = redis.call('GET', KEYS[1])
+if held == 'done' then return 'done' end
+if held then return 'in_progress' end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 'new'
 """
-# Deletes the key only while it is still an in-progress claim (never forgets a done key).
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+_COMPLETE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+return 1
+"""
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == 'in_progress' then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
 """
 
 
-def _millis(ttl: float) -> int:
-    return max(1, round(ttl * 1000))
+def _millis(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _held(owner: str) -> str:
+    return "in_progress:" + owner
 
 
 def _state(raw: bytes | str) -> ClaimState:
@@ -47,6 +62,8 @@ class _RedisKeys:
         self.client = client
         self.prefix = prefix
         self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
+        self._complete = client.register_script(_COMPLETE)
         self._release = client.register_script(_RELEASE)
 
     def __repr__(self) -> str:
@@ -61,14 +78,17 @@ class RedisIdempotencyStore(_RedisKeys):
             redis.Redis.from_url(client) if isinstance(client, str) else client, prefix
         )
 
-    def claim(self, key: str, ttl: float) -> ClaimState:
-        return _state(self._claim(keys=[self.prefix + key], args=[_millis(ttl)]))
+    def claim(self, key: str, owner: str, lease: float) -> ClaimState:
+        return _state(self._claim(keys=[self.prefix + key], args=[_held(owner), _millis(lease)]))
 
-    def complete(self, key: str, ttl: float) -> None:
-        self.client.set(self.prefix + key, ClaimState.DONE.value, px=_millis(ttl))
+    def renew(self, key: str, owner: str, lease: float) -> bool:
+        return bool(self._renew(keys=[self.prefix + key], args=[_held(owner), _millis(lease)]))
 
-    def release(self, key: str) -> None:
-        self._release(keys=[self.prefix + key])
+    def complete(self, key: str, owner: str, ttl: float) -> bool:
+        return bool(self._complete(keys=[self.prefix + key], args=[_held(owner), _millis(ttl)]))
+
+    def release(self, key: str, owner: str) -> None:
+        self._release(keys=[self.prefix + key], args=[_held(owner)])
 
 
 class AsyncRedisIdempotencyStore(_RedisKeys):
@@ -81,11 +101,17 @@ class AsyncRedisIdempotencyStore(_RedisKeys):
             client = redis.asyncio.Redis.from_url(client)
         super().__init__(client, prefix)
 
-    async def claim(self, key: str, ttl: float) -> ClaimState:
-        return _state(await self._claim(keys=[self.prefix + key], args=[_millis(ttl)]))
+    async def claim(self, key: str, owner: str, lease: float) -> ClaimState:
+        args = [_held(owner), _millis(lease)]
+        return _state(await self._claim(keys=[self.prefix + key], args=args))
 
-    async def complete(self, key: str, ttl: float) -> None:
-        await self.client.set(self.prefix + key, ClaimState.DONE.value, px=_millis(ttl))
+    async def renew(self, key: str, owner: str, lease: float) -> bool:
+        args = [_held(owner), _millis(lease)]
+        return bool(await self._renew(keys=[self.prefix + key], args=args))
 
-    async def release(self, key: str) -> None:
-        await self._release(keys=[self.prefix + key])
+    async def complete(self, key: str, owner: str, ttl: float) -> bool:
+        args = [_held(owner), _millis(ttl)]
+        return bool(await self._complete(keys=[self.prefix + key], args=args))
+
+    async def release(self, key: str, owner: str) -> None:
+        await self._release(keys=[self.prefix + key], args=[_held(owner)])

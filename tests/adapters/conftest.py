@@ -34,6 +34,12 @@ def event_body(event: str = "INSERT", table: str = "orders", **record: Any) -> b
     return json.dumps(document).encode()
 
 
+def with_event_id(body: bytes, event_id: str) -> bytes:
+    """``body`` with an event ``id``, as this package's sender sends it: deduplicated exactly
+    (a body without one is never answered as a duplicate)."""
+    return json.dumps({**json.loads(body), "id": event_id}).encode()
+
+
 def signed_headers(
     body: bytes, secret: str = SECRET, timestamp: int | None = None
 ) -> dict[str, str]:
@@ -68,12 +74,13 @@ class WatchedStore(MemoryIdempotencyStore):
         super().__init__()
         self.settled = threading.Semaphore(0)
 
-    def complete(self, key: str, ttl: float) -> None:
-        super().complete(key, ttl)
+    def complete(self, key: str, owner: str, ttl: float) -> bool:
+        done = super().complete(key, owner, ttl)
         self.settled.release()
+        return done
 
-    def release(self, key: str) -> None:
-        super().release(key)
+    def release(self, key: str, owner: str) -> None:
+        super().release(key, owner)
         self.settled.release()
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from fluxbase_receiver import Receiver, sign_payload
 from fluxbase_receiver.adapters.aws_lambda import lambda_handler, read_event
-from tests.adapters.conftest import SECRET, event_body, load_example
+from tests.adapters.conftest import SECRET, event_body, load_example, with_event_id
 from tests.servers import ROOT
 
 EVENTS = Path(__file__).parent / "lambda_events"
@@ -75,7 +75,7 @@ def test_each_source_is_answered_in_its_own_shape(source: str, receiver: Receive
     seen: list[Any] = []
     receiver.on("orders")(seen.append)
     handler = lambda_handler(receiver)
-    body = event_body("INSERT", "orders", id=1, note="Grüße ✓")
+    body = with_event_id(event_body("INSERT", "orders", id=1, note="Grüße ✓"), "evt-1")
     response = handler(lambda_event(source, body), None)
     assert response["statusCode"] == 200
     assert body_of(response) == {"ok": True}

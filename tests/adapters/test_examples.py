@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from tests.adapters.conftest import (
     load_example,
     partial_upload,
     signed_headers,
+    with_event_id,
 )
 from tests.servers import run_asgi, run_wsgi
 
@@ -73,7 +75,7 @@ def test_each_operation_is_accepted(served: Served, operation: str) -> None:
 
 
 def test_redelivery_is_a_duplicate(served: Served) -> None:
-    body = event_body("UPDATE", "audited", id=202)
+    body = with_event_id(event_body("UPDATE", "audited", id=202), f"evt-{time.monotonic_ns()}")
     assert served.post(body).json() == {"ok": True}
     again = served.post(body)
     assert again.status_code == 200
@@ -162,7 +164,7 @@ def test_body_that_is_not_an_event_is_400(served: Served, body: bytes) -> None:
 
 
 def test_same_event_while_handler_runs_is_409(served: Served) -> None:
-    body = event_body("INSERT", "slow_jobs", id=404)
+    body = with_event_id(event_body("INSERT", "slow_jobs", id=404), f"evt-{time.monotonic_ns()}")
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(served.post, body)
         assert served.gate.started.wait(timeout=20)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from fluxbase_receiver import InsertEvent, Receiver
 from fluxbase_receiver.adapters.flask import FluxbaseWebhooks, webhook_view
-from tests.adapters.conftest import SECRET, event_body, signed_headers
+from tests.adapters.conftest import SECRET, event_body, signed_headers, with_event_id
 from tests.servers import run_wsgi
 
 
@@ -79,7 +79,7 @@ def view_app() -> Iterator[httpx.Client]:
 
 
 def test_view_gets_the_typed_event_and_returns_its_own_response(view_app: httpx.Client) -> None:
-    body = event_body("INSERT", "orders", id=7, status="paid")
+    body = with_event_id(event_body("INSERT", "orders", id=7, status="paid"), "evt-view-7")
     response = post(view_app, "/orders/acme", body)
     assert response.status_code == 200
     assert response.json() == {"shop": "acme", "id": 7, "status": "paid", "raw": len(body)}

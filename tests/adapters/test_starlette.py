@@ -12,7 +12,15 @@ from starlette.routing import Route
 
 from fluxbase_receiver import Receiver
 from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_endpoint
-from tests.adapters.conftest import PATH, SECRET, Gate, WatchedStore, event_body, signed_headers
+from tests.adapters.conftest import (
+    PATH,
+    SECRET,
+    Gate,
+    WatchedStore,
+    event_body,
+    signed_headers,
+    with_event_id,
+)
 from tests.servers import run_asgi
 
 
@@ -56,7 +64,7 @@ def test_respond_immediately_acknowledges_then_runs_handlers() -> None:
     gate = Gate()
     receiver.on("orders")(gate)
     app = Starlette(routes=[Route(PATH, webhook_endpoint(receiver, respond="immediately"))])
-    body = event_body(id=7)
+    body = with_event_id(event_body(id=7), "evt-7")
     with run_asgi(app) as url, httpx.Client(base_url=url) as client:
         response = post(client, body)
         assert response.status_code == 202
@@ -98,7 +106,7 @@ def test_deadline_answers_202_and_lets_handlers_finish() -> None:
     gate = Gate()
     receiver.on("orders")(gate)
     app = FluxbaseASGIMiddleware(hello, receiver, deadline=0.05)
-    body = event_body(id=9)
+    body = with_event_id(event_body(id=9), "evt-9")
     with run_asgi(app) as url, httpx.Client(base_url=url) as client:
         response = post(client, body)
         assert response.status_code == 202

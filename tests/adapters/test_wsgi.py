@@ -22,6 +22,7 @@ from tests.adapters.conftest import (
     WatchedStore,
     event_body,
     signed_headers,
+    with_event_id,
 )
 from tests.servers import run_wsgi
 
@@ -103,7 +104,7 @@ def test_reads_at_most_one_byte_past_the_limit(chunked: bool) -> None:
 
 
 def test_a_body_of_exactly_the_limit_is_read_whole() -> None:
-    body = event_body(id=2)
+    body = with_event_id(event_body(id=2), "evt-limit")
     receiver = Receiver(SECRET, max_body_bytes=len(body))
     with (
         run_wsgi(FluxbaseWSGIMiddleware(bare, receiver)) as url,
@@ -122,7 +123,7 @@ def test_respond_immediately_runs_handlers_on_the_pool() -> None:
     gate = Gate()
     receiver.on("orders")(gate)
     app = FluxbaseWSGIMiddleware(bare, receiver, respond="immediately")
-    body = event_body(id=3)
+    body = with_event_id(event_body(id=3), "evt-3")
     with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         response = post(client, body)
         assert response.status_code == 202
@@ -180,7 +181,7 @@ def test_deadline_answers_202_and_lets_handlers_finish() -> None:
     gate = Gate()
     receiver.on("orders")(gate)
     app = FluxbaseWSGIMiddleware(bare, receiver, deadline=0.05)
-    body = event_body(id=5)
+    body = with_event_id(event_body(id=5), "evt-5")
     with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         response = post(client, body)
         assert response.status_code == 202

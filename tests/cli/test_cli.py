@@ -173,6 +173,7 @@ def test_send_to_listen_shows_the_event_then_dedupes_it(listener: tuple[Live, st
     record = '{"id": 42, "status": "shipped", "note": "café ☃"}'
     old = '{"id": 42, "status": "paid", "note": "café ☃"}'
     args = ["--event", "UPDATE", "--table", "orders", "--record", record, "--old-record", old]
+    args += ["--header", "X-Fluxbase-Event-Id: evt-42"]  # an id: the redelivery is a duplicate
     sent = cli(
         "send",
         url,
@@ -239,6 +240,7 @@ def test_listen_forwards_verified_events_to_the_local_app(listener: tuple[Live, 
         proxy.wait_for("forwarding verified events to")
         url = f"http://127.0.0.1:{port}/"
         args = ["--secret", "s3cr3t", "--record", '{"id": 7}', "--webhook-id", "wh-7"]
+        args += ["--header", "X-Fluxbase-Event-Id: evt-7"]
         sent = cli("send", url, *args)
         assert sent.returncode == 0, sent.stderr
         assert "INSERT public.users" in app.wait_for("INSERT")

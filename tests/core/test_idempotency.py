@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from fluxbase_receiver import (
     ClaimState,
     MemoryIdempotencyStore,
     SQLiteIdempotencyStore,
-    default_idempotency_key,
+    content_key,
     parse_event,
 )
 
@@ -59,15 +60,22 @@ class Facade:
             return result
         return asyncio.run_coroutine_threadsafe(result, self.loop).result(30)
 
-    def claim(self, key: str, ttl: float) -> ClaimState:
-        state: ClaimState = self._call(self.store.claim(self.prefix + key, ttl * self.scale))
+    def claim(self, key: str, owner: str, lease: float) -> ClaimState:
+        state: ClaimState = self._call(
+            self.store.claim(self.prefix + key, owner, lease * self.scale)
+        )
         return state
 
-    def complete(self, key: str, ttl: float) -> None:
-        self._call(self.store.complete(self.prefix + key, ttl * self.scale))
+    def renew(self, key: str, owner: str, lease: float) -> bool:
+        held: bool = self._call(self.store.renew(self.prefix + key, owner, lease * self.scale))
+        return held
 
-    def release(self, key: str) -> None:
-        self._call(self.store.release(self.prefix + key))
+    def complete(self, key: str, owner: str, ttl: float) -> bool:
+        done: bool = self._call(self.store.complete(self.prefix + key, owner, ttl * self.scale))
+        return done
+
+    def release(self, key: str, owner: str) -> None:
+        self._call(self.store.release(self.prefix + key, owner))
 
 
 StoreFactory = Callable[[], tuple[Facade, Clock]]
@@ -109,40 +117,77 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
 
 def test_claim_complete_and_duplicate(make_store: StoreFactory) -> None:
     store, _ = make_store()
-    assert store.claim("a", 60) is ClaimState.NEW
-    assert store.claim("a", 60) is ClaimState.IN_PROGRESS
-    store.complete("a", 3600)
-    assert store.claim("a", 60) is ClaimState.DONE
-    assert store.claim("b", 60) is ClaimState.NEW
+    assert store.claim("a", "me", 60) is ClaimState.NEW
+    assert store.claim("a", "other", 60) is ClaimState.IN_PROGRESS
+    assert store.claim("a", "me", 60) is ClaimState.IN_PROGRESS  # a claim is not re-entrant
+    assert store.complete("a", "me", 3600) is True
+    assert store.claim("a", "other", 60) is ClaimState.DONE
+    assert store.claim("b", "other", 60) is ClaimState.NEW
 
 
 def test_release_lets_the_next_delivery_run_again(make_store: StoreFactory) -> None:
     store, _ = make_store()
-    assert store.claim("a", 60) is ClaimState.NEW
-    store.release("a")
-    assert store.claim("a", 60) is ClaimState.NEW
+    assert store.claim("a", "me", 60) is ClaimState.NEW
+    store.release("a", "me")
+    assert store.claim("a", "next", 60) is ClaimState.NEW
 
 
 def test_release_never_forgets_a_completed_key(make_store: StoreFactory) -> None:
     store, _ = make_store()
-    store.claim("a", 60)
-    store.complete("a", 3600)
-    store.release("a")
-    assert store.claim("a", 60) is ClaimState.DONE
+    store.claim("a", "me", 60)
+    store.complete("a", "me", 3600)
+    store.release("a", "me")
+    assert store.claim("a", "other", 60) is ClaimState.DONE
+
+
+def test_only_the_owner_settles_or_renews_a_claim(make_store: StoreFactory) -> None:
+    store, _ = make_store()
+    assert store.claim("a", "me", 60) is ClaimState.NEW
+    store.release("a", "intruder")
+    assert store.renew("a", "intruder", 60) is False
+    assert store.complete("a", "intruder", 3600) is False
+    assert store.claim("a", "other", 60) is ClaimState.IN_PROGRESS
+    assert store.complete("a", "me", 3600) is True
+    assert store.renew("a", "me", 60) is False  # done, no longer a claim
+    assert store.claim("a", "other", 60) is ClaimState.DONE
 
 
 def test_claims_and_completions_expire(make_store: StoreFactory) -> None:
     store, clock = make_store()
-    assert store.claim("crashed", 60) is ClaimState.NEW
+    assert store.claim("crashed", "dead", 60) is ClaimState.NEW
     clock.advance(30)
-    assert store.claim("crashed", 60) is ClaimState.IN_PROGRESS
-    clock.advance(40)
-    assert store.claim("crashed", 60) is ClaimState.NEW  # the stale claim is taken over
-    store.complete("crashed", 100)
+    assert store.claim("crashed", "next", 60) is ClaimState.IN_PROGRESS
     clock.advance(50)
-    assert store.claim("crashed", 60) is ClaimState.DONE
-    clock.advance(60)
-    assert store.claim("crashed", 60) is ClaimState.NEW
+    assert store.claim("crashed", "next", 60) is ClaimState.NEW  # the lapsed claim is taken over
+    assert store.complete("crashed", "next", 100) is True
+    clock.advance(50)
+    assert store.claim("crashed", "later", 60) is ClaimState.DONE
+    clock.advance(80)
+    assert store.claim("crashed", "later", 60) is ClaimState.NEW
+
+
+def test_renewal_keeps_a_claim_alive(make_store: StoreFactory) -> None:
+    store, clock = make_store()
+    assert store.claim("slow", "me", 60) is ClaimState.NEW
+    for _ in range(3):
+        clock.advance(35)
+        assert store.renew("slow", "me", 60) is True
+    assert store.claim("slow", "other", 60) is ClaimState.IN_PROGRESS
+    assert store.complete("slow", "me", 3600) is True
+
+
+def test_a_claimant_that_outlived_its_lease_cannot_touch_the_next_claim(
+    make_store: StoreFactory,
+) -> None:
+    store, clock = make_store()
+    assert store.claim("k", "stale", 60) is ClaimState.NEW
+    clock.advance(80)
+    assert store.renew("k", "stale", 60) is False
+    assert store.claim("k", "fresh", 60) is ClaimState.NEW
+    assert store.complete("k", "stale", 3600) is False
+    store.release("k", "stale")
+    assert store.claim("k", "third", 60) is ClaimState.IN_PROGRESS  # fresh still holds it
+    assert store.complete("k", "fresh", 3600) is True
 
 
 def test_concurrent_claims_give_exactly_one_new(make_store: StoreFactory) -> None:
@@ -150,11 +195,11 @@ def test_concurrent_claims_give_exactly_one_new(make_store: StoreFactory) -> Non
     results: list[ClaimState] = []
     barrier = threading.Barrier(8)
 
-    def claim() -> None:
+    def claim(owner: str) -> None:
         barrier.wait()
-        results.append(store.claim("contended", 60))
+        results.append(store.claim("contended", owner, 60))
 
-    threads = [threading.Thread(target=claim) for _ in range(8)]
+    threads = [threading.Thread(target=claim, args=(f"owner-{n}",)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -166,10 +211,10 @@ def test_concurrent_claims_give_exactly_one_new(make_store: StoreFactory) -> Non
 def test_memory_store_is_bounded_and_evicts_the_oldest() -> None:
     store = MemoryIdempotencyStore(max_entries=3)
     for key in "abcd":
-        store.claim(key, 60)
+        store.claim(key, "me", 60)
     assert len(store) == 3
-    assert store.claim("a", 60) is ClaimState.NEW  # evicted
-    assert store.claim("d", 60) is ClaimState.IN_PROGRESS
+    assert store.claim("a", "me", 60) is ClaimState.NEW  # evicted
+    assert store.claim("d", "other", 60) is ClaimState.IN_PROGRESS
     with pytest.raises(ValueError):
         MemoryIdempotencyStore(max_entries=0)
 
@@ -178,7 +223,7 @@ CLAIMER = """
 import sys
 from fluxbase_receiver import SQLiteIdempotencyStore
 store = SQLiteIdempotencyStore(sys.argv[1])
-print(store.claim("shared-key", 60).value)
+print(store.claim("shared-key", sys.argv[2], 60).value)
 """
 
 
@@ -186,12 +231,28 @@ def test_sqlite_store_is_shared_by_several_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "shared.db")
     SQLiteIdempotencyStore(path)  # create the table before the race
     processes = [
-        subprocess.Popen([sys.executable, "-c", CLAIMER, path], stdout=subprocess.PIPE, text=True)
-        for _ in range(6)
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, path, f"owner-{n}"], stdout=subprocess.PIPE, text=True
+        )
+        for n in range(6)
     ]
     states = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
     assert states == ["in_progress"] * 5 + ["new"]
-    assert SQLiteIdempotencyStore(path).claim("shared-key", 60) is ClaimState.IN_PROGRESS
+    assert SQLiteIdempotencyStore(path).claim("shared-key", "me", 60) is ClaimState.IN_PROGRESS
+
+
+def test_sqlite_store_upgrades_a_table_made_without_owners(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE fluxbase_idempotency "
+            "(key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO fluxbase_idempotency VALUES ('old', 'done', 1e12)")
+    store = SQLiteIdempotencyStore(path)
+    assert store.claim("old", "me", 60) is ClaimState.DONE
+    assert store.claim("new", "me", 60) is ClaimState.NEW
+    assert store.complete("new", "me", 60) is True
 
 
 def test_sqlite_store_refuses_unsafe_table_names(tmp_path: Path) -> None:
@@ -205,16 +266,15 @@ def _event(**fields: Any) -> Any:
     return parse_event(payload)
 
 
-def test_default_key_ignores_the_per_retry_timestamp() -> None:
+def test_content_key_ignores_the_per_retry_timestamp() -> None:
     first = _event(timestamp="2025-11-02T10:30:00Z")
     retry = _event(timestamp="2025-11-02T10:31:00.5Z")
-    assert default_idempotency_key(first) == default_idempotency_key(retry)
+    assert content_key(first) == content_key(retry)
 
 
-def test_default_key_prefers_the_event_id_and_distinguishes_content() -> None:
-    assert default_idempotency_key(_event(id="evt_1")) == "id:evt_1"
+def test_content_key_distinguishes_content() -> None:
     keys = {
-        default_idempotency_key(e)
+        content_key(e)
         for e in (
             _event(),
             _event(record={"id": 2}),
@@ -226,15 +286,6 @@ def test_default_key_prefers_the_event_id_and_distinguishes_content() -> None:
         )
     }
     assert len(keys) == 7
-
-
-def test_test_events_are_never_deduplicated() -> None:
-    assert (
-        default_idempotency_key(
-            parse_event(b'{"event":"TEST","table":"test","record":{"test":true}}')
-        )
-        is None
-    )
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,7 @@ def test_a_change_is_handled(post, fluxbase_event, handled, kind):
 def test_a_redelivery_is_acknowledged_and_not_handled_again(
     post, fluxbase_signer, fluxbase_event, handled
 ):
-    event = fluxbase_event("UPDATE", table="orders")
+    event = fluxbase_event("UPDATE", table="orders", id="evt-1")  # an id: deduplicated
     first = post(request=fluxbase_signer(event))
     again = post(request=fluxbase_signer(event))
     assert (first.status, again.status) == (200, 200)
