@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import from_json
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -47,6 +47,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fluxbase_receiver.errors import WebhookError
+from fluxbase_receiver.sender.capture import check_identifier
 from fluxbase_receiver.sender.models import (
     MASK,
     Delivery,
@@ -109,6 +110,11 @@ class _TestSend(BaseModel):
     record: Any = None
     old_record: Any = None
     schema_name: str = Field(default="public", alias="schema")
+
+    @field_validator("table", "schema_name")
+    @classmethod
+    def _identifier(cls, value: str, info: ValidationInfo) -> str:
+        return check_identifier("schema" if info.field_name == "schema_name" else "table", value)
 
 
 def management_app(
@@ -186,7 +192,7 @@ def management_app(
         except ValidationError as error:
             raise _invalid_body(WebhookValidationError.from_pydantic(error).errors) from None
         except ValueError as error:
-            raise _invalid_body([{"field": "body", "message": str(error)}]) from None
+            raise _invalid_body([{"field": "event", "message": str(error)}]) from None
         detail: dict[str, Any] = {
             "status_code": result.status_code,
             "response_body": result.response_body,
