@@ -63,7 +63,6 @@ __all__ = ["APIError", "management_app"]
 PREFIX = "/api/v1/webhooks"
 MAX_BODY = 64 * 1024
 MAX_LIMIT = 1000
-READ_SCOPE = "webhooks:read"
 WRITE_SCOPE = "webhooks:write"
 
 READ_ONLY_FIELDS = frozenset(
