@@ -135,6 +135,7 @@ def test_deletes_answer_success_and_message(results: dict[str, Any]) -> None:
         ("error_missing_name", 400, "MISSING_REQUIRED_FIELD"),
         ("error_sdk_typed_events", 400, "INVALID_REQUEST_BODY"),
         ("error_invalid_id", 400, "INVALID_ID"),
+        ("error_too_large", 413, "PAYLOAD_TOO_LARGE"),
         ("error_bad_limit", 400, "INVALID_QUERY_PARAMETER"),
         ("error_read_only_write", 403, "INSUFFICIENT_PERMISSIONS"),
         ("error_wrong_key", 401, "INVALID_SERVICE_KEY"),

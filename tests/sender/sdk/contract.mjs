@@ -57,6 +57,9 @@ await call("error_sdk_typed_events", () =>
   hooks.create({ name: "x", url: config.hookUrl, events: ["user.created"] }),
 );
 await call("error_invalid_id", () => hooks.get("not-a-uuid"));
+await call("error_too_large", () =>
+  hooks.create({ name: "x", url: config.hookUrl, description: "x".repeat(70000) }),
+);
 await call("error_bad_limit", () => hooks.listDeliveries(id, "\u00b2"));
 await call("error_read_only_write", () => readOnly.create({ name: "x", url: config.hookUrl }));
 await call("error_wrong_key", () => stranger.list());
