@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 
 import uvicorn
@@ -45,7 +46,10 @@ async def serve_management(
     read_only_keys: Sequence[str] = (),
     cors_origins: Sequence[str] = (),
 ) -> None:
-    """Serve the management API on ``host:port`` and deliver, until SIGTERM or SIGINT."""
+    """Serve the management API on ``host:port`` and deliver, until SIGTERM or SIGINT.
+
+    Signals are handled in the main thread; elsewhere, cancel the task to stop.
+    """
     app = management_app(
         sender, service_keys or None, read_only_keys=read_only_keys, cors_origins=cors_origins
     )
@@ -57,14 +61,16 @@ async def serve_management(
         sender.stop()
 
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    main_thread = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
+    for signum in signals:
         loop.add_signal_handler(signum, stop)
     try:
         await server.serve()
     finally:
         sender.stop()
         await worker
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.remove_signal_handler(signum)
 
 

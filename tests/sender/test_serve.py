@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fluxbase_receiver import FluxbaseClient
+from fluxbase_receiver import AsyncFluxbaseClient, FluxbaseClient, ManagedWebhook
+from fluxbase_receiver.sender import Sender, serve_management
 from tests.sender.receivers import SECRET, ScriptedReceiver, serving
 from tests.sender.served import SERVICE_KEY, sender_serve
-from tests.servers import ROOT
+from tests.servers import ROOT, free_port, wait_for_port
 
 
 def test_the_api_and_the_worker_run_in_one_process_and_stop_on_sigterm(
@@ -65,3 +69,20 @@ def test_the_management_example_ends_with_a_delivery_in_the_history() -> None:
     verbs = [line.split()[0] for line in lines]
     assert verbs == ["created", "listed", "got", "updated", "tested", "deleted", "delivery"]
     assert "TEST success status_code=200" in lines[-1]
+
+
+def test_serve_management_runs_in_any_thread_and_stops_when_cancelled(sender: Sender) -> None:
+    port = free_port()
+
+    async def scenario() -> list[ManagedWebhook]:
+        task = asyncio.create_task(serve_management(sender, port=port, service_keys=[SERVICE_KEY]))
+        await asyncio.to_thread(wait_for_port, port)
+        client = AsyncFluxbaseClient(f"http://127.0.0.1:{port}", api_key=SERVICE_KEY)
+        listed = await client.webhooks.list()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return listed
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, scenario()).result(timeout=30) == []
