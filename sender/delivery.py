@@ -108,7 +108,7 @@ def destination_host(url: str) -> str:
     (``127.1``, ``2130706433``, ``0177.0.0.1``, ``0x7f.1``) become dotted quads.
     Raises ``ValueError`` when the URL has no valid host.
     """
-    host = (URL(url).host or "").rstrip(".")
+    host = (URL(url).raw_host or "").rstrip(".")
     if not host:
         raise ValueError("url has no host")
     try:

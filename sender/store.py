@@ -491,25 +491,26 @@ class SQLiteStore:
     def claim(
         self, owner: str, now: float, due_before: float, limit: int, lease_grace: float
     ) -> list[ClaimedDelivery]:
-        claimed: list[ClaimedDelivery] = []
         with self._transaction() as db:
+            lost = db.execute(
+                f"{_CLAIM_SELECT} WHERE d.status IN ('pending', 'retrying')"
+                " AND d.lease_owner IS NOT NULL AND d.lease_expires_at <= ?",
+                (now,),
+            ).fetchall()
+            for row in lost:
+                _record_lost_attempt(db, row)
             rows = db.execute(
                 f"{_CLAIM_SELECT} WHERE d.status IN ('pending', 'retrying')"
-                " AND d.next_attempt_at <= ? AND w.enabled = 1"
-                " AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?)"
+                " AND d.next_attempt_at <= ? AND w.enabled = 1 AND d.lease_owner IS NULL"
                 " ORDER BY d.next_attempt_at, d.seq LIMIT ?",
-                (due_before, now, limit),
+                (due_before, limit),
             ).fetchall()
-            for row in rows:
-                if row["lease_owner"] is not None and _record_lost_attempt(db, row):
-                    continue
-                db.execute(
-                    "UPDATE fluxbase_deliveries SET attempts = attempts + 1, lease_owner = ?,"
-                    " lease_expires_at = ? WHERE id = ?",
-                    (owner, now + row["timeout_seconds"] + lease_grace, row["id"]),
-                )
-                claimed.append(_claimed(row, attempt=row["attempts"] + 1))
-        return claimed
+            db.executemany(
+                "UPDATE fluxbase_deliveries SET attempts = attempts + 1, lease_owner = ?,"
+                " lease_expires_at = ? WHERE id = ?",
+                [(owner, now + row["timeout_seconds"] + lease_grace, row["id"]) for row in rows],
+            )
+        return [_claimed(row, attempt=row["attempts"] + 1) for row in rows]
 
     def record_attempt(self, record: AttemptRecord) -> AttemptOutcome:
         result = record.result
@@ -683,8 +684,8 @@ def _add_event(db: Any, event: CapturedEvent) -> list[str]:
     return ids
 
 
-def _record_lost_attempt(db: sqlite3.Connection, row: sqlite3.Row) -> bool:
-    """Record the attempt of an expired lease as failed; ``True`` if none are left."""
+def _record_lost_attempt(db: sqlite3.Connection, row: sqlite3.Row) -> None:
+    """Record the attempt of an expired lease as failed; fail the delivery if none are left."""
     lost = (
         f"worker lost: {row['lease_owner']} took the lease for attempt {row['attempts']}"
         " and did not record it before the lease expired"
@@ -703,7 +704,6 @@ def _record_lost_attempt(db: sqlite3.Connection, row: sqlite3.Row) -> bool:
         " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
         (lost, exhausted, exhausted, row["id"]),
     )
-    return exhausted
 
 
 def _drop_triggers(db: sqlite3.Connection, table: str) -> None:

@@ -19,8 +19,9 @@ from fluxbase_receiver.sender import (
     Sender,
     WebhookValidationError,
     check_address,
+    check_url,
 )
-from fluxbase_receiver.sender.delivery import _GuardedConnector, vetted
+from fluxbase_receiver.sender.delivery import _GuardedConnector, destination_host, vetted
 from tests.sender.conftest import make_webhook
 from tests.sender.receivers import RawServer, ScriptedReceiver
 
@@ -216,3 +217,52 @@ def test_the_connector_refuses_a_literal_and_a_rebound_name_before_connecting() 
     assert server.connections == 0
     assert literal.startswith("destination 127.0.0.1 is loopback")
     assert rebound.startswith("destination 127.0.0.1 is loopback")
+
+
+DOTS = [".", "\u3002", "\uff0e", "\uff61"]
+"""Full stops the client's IDNA mapping turns into ``.``."""
+FULLWIDTH_DIGITS = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
+
+
+@st.composite
+def spelled(draw: st.DrawFn, address: ipaddress.IPv4Address) -> str:
+    """``address`` written in any form a system resolver or the client's IDNA step reads."""
+    value, octets = int(address), list(address.packed)
+    numbers = draw(
+        st.sampled_from(
+            [
+                octets,
+                [octets[0], octets[1], value & 0xFFFF],
+                [octets[0], value & 0xFFFFFF],
+                [value],
+            ]
+        )
+    )
+    forms = [draw(st.sampled_from([f"{n}", f"0{n:o}", f"0x{n:x}", f"0X{n:X}"])) for n in numbers]
+    host = "".join(part + draw(st.sampled_from(DOTS)) for part in forms)[:-1]
+    if draw(st.booleans()):
+        host = host.translate(FULLWIDTH_DIGITS)
+    return host + draw(st.sampled_from(["", "."]))
+
+
+def in_network(network: str) -> st.SearchStrategy[ipaddress.IPv4Address]:
+    block = ipaddress.ip_network(network)
+    return st.integers(0, block.num_addresses - 1).map(lambda offset: block[offset])
+
+
+@given(st.data(), st.sampled_from(["127.0.0.0/8", "10.0.0.0/8", "169.254.0.0/16"]))
+def test_every_spelling_of_a_refused_address_is_refused_when_saved(
+    data: st.DataObject, network: str
+) -> None:
+    address = data.draw(in_network(network))
+    url = f"http://{data.draw(spelled(address))}:8080/hook"
+    with pytest.raises(DestinationRefused, match=f"destination {address} is "):
+        check_url(url)
+
+
+@given(st.data())
+def test_every_spelling_of_a_public_address_is_that_address(data: st.DataObject) -> None:
+    address = data.draw(in_network("93.184.0.0/16"))
+    url = f"http://{data.draw(spelled(address))}/hook"
+    assert destination_host(url) == str(address)
+    check_url(url)
