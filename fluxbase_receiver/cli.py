@@ -455,6 +455,8 @@ class _PooledServer(HTTPServer):
     kernel's listen backlog instead of each getting a thread.
     """
 
+    request_queue_size = 64
+
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], workers: int
     ) -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fluxbase_receiver.cli import ANSWER_LIMIT
 from tests.cli.commands import COMMAND, Live, assert_one_line_error, cli, environment
 from tests.servers import bound_socket, free_port, load_vectors, wait_for_port
 
@@ -135,6 +139,36 @@ def test_send_to_a_closed_port_is_one_line() -> None:
     result = cli("send", f"http://127.0.0.1:{free_port()}/", "--secret", "s")
     assert result.returncode == 1
     assert_one_line_error(result, "cannot reach")
+
+
+def test_send_prints_only_the_start_of_a_100_mb_answer() -> None:
+    size = 100 * 1024 * 1024
+
+    def answer_huge(server: socket.socket) -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as request:
+            length = 0
+            while line := request.readline().strip():
+                name, _, value = line.partition(b":")
+                length = int(value) if name.lower() == b"content-length" else length
+            request.read(length)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            chunk = b"x" * 1_048_576
+            with contextlib.suppress(OSError):  # the command stops reading
+                for _ in range(size // len(chunk)):
+                    conn.sendall(chunk)
+
+    with bound_socket() as server:
+        server.listen()
+        thread = threading.Thread(target=answer_huge, args=(server,), daemon=True)
+        thread.start()
+        result = cli("send", f"http://127.0.0.1:{server.getsockname()[1]}/", "--secret", "s")
+        thread.join(timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.startswith("200 OK\n")
+    assert len(result.stdout) <= ANSWER_LIMIT + 100
+    note = f"the answer is longer than {ANSWER_LIMIT} bytes; only the start is shown"
+    assert result.stderr.strip().splitlines() == [f"fluxbase-receiver: {note}"]
 
 
 def test_listen_on_a_busy_port_is_one_line() -> None:
