@@ -205,6 +205,88 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+CREATE FUNCTION {s}.record_attempts(
+    p_ids text[], p_owners text[], p_attempts integer[], p_oks boolean[], p_statuses text[],
+    p_next_at float8[], p_counted boolean[], p_refused boolean[], p_response_statuses integer[],
+    p_bodies text[], p_errors text[], p_durations float8[], p_started float8[],
+    p_hooks text[], p_resets boolean[], p_failing_since float8[], p_reasons text[]
+) RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    succeeded text[];
+BEGIN
+    WITH r AS (
+        SELECT * FROM unnest(p_ids, p_owners, p_attempts, p_oks, p_statuses, p_next_at,
+                             p_counted, p_refused, p_response_statuses, p_bodies, p_errors,
+                             p_durations, p_started)
+            AS r(id, owner, attempt, ok, status, next_at, counted, refused, response_status,
+                 response_body, error, duration_ms, started_at)
+    ),
+    won AS (
+        UPDATE {s}.deliveries AS d SET status = 'success', attempts = r.attempt,
+            response_status = r.response_status, response_body = r.response_body, error = NULL,
+            delivered_at = r.started_at, next_attempt_at = NULL, lease_owner = NULL
+        FROM r WHERE r.ok AND d.id = r.id AND d.status <> 'success'
+        RETURNING d.id
+    ),
+    lost AS (
+        UPDATE {s}.deliveries AS d SET status = r.status, attempts = r.attempt,
+            in_progress_answers = d.in_progress_answers + CASE WHEN r.counted THEN 0 ELSE 1 END,
+            response_status = r.response_status, response_body = r.response_body,
+            error = r.error, next_attempt_at = r.next_at, lease_owner = NULL
+        FROM r WHERE NOT r.ok AND d.id = r.id AND d.status IN ('pending', 'retrying')
+          AND d.lease_owner = r.owner
+        RETURNING d.id
+    ),
+    logged AS (
+        INSERT INTO {s}.attempts (delivery_id, attempt, outcome, response_status,
+            response_body, error, duration_ms, started_at)
+        SELECT r.id, r.attempt,
+            CASE WHEN r.ok AND won.id IS NULL THEN 'superseded' WHEN r.ok THEN 'success'
+                 WHEN r.refused THEN 'refused' ELSE 'failed' END,
+            r.response_status, r.response_body, r.error, r.duration_ms, r.started_at
+        FROM r LEFT JOIN won ON won.id = r.id
+    )
+    SELECT array_agg(won.id) INTO succeeded FROM won;
+
+    -- The batch's effect on its webhooks: the run of failures, and disabling (pausing work).
+    WITH h AS (
+        SELECT * FROM unnest(p_hooks, p_resets, p_failing_since, p_reasons)
+            AS h(id, reset, failing_since, reason)
+    ),
+    changed AS (
+        UPDATE {s}.webhooks AS w SET
+            failing_since = CASE WHEN h.reset THEN h.failing_since
+                                 ELSE least(w.failing_since, h.failing_since) END,
+            enabled = w.enabled AND h.reason IS NULL,
+            disabled_reason = coalesce(h.reason, w.disabled_reason)
+        FROM h WHERE w.id = h.id AND (
+            w.failing_since IS DISTINCT FROM CASE WHEN h.reset THEN h.failing_since
+                                                  ELSE least(w.failing_since, h.failing_since) END
+            OR (h.reason IS NOT NULL AND w.enabled))
+        RETURNING w.id, w.enabled
+    )
+    UPDATE {s}.deliveries AS d SET paused = true FROM changed
+    WHERE NOT changed.enabled AND d.webhook_id = changed.id
+      AND d.status IN ('pending', 'retrying') AND NOT d.paused;
+
+    -- Finished deliveries let the next waiting change of their row go.
+    WITH finished AS (
+        SELECT DISTINCT f.webhook_id, f.row_key FROM {s}.deliveries AS f
+        WHERE f.id = ANY(p_ids) AND f.status IN ('success', 'failed') AND f.row_key IS NOT NULL
+    )
+    UPDATE {s}.deliveries AS d SET blocked = false FROM finished
+    WHERE d.seq = (
+        SELECT min(b.seq) FROM {s}.deliveries AS b
+        WHERE b.webhook_id = finished.webhook_id AND b.row_key = finished.row_key
+          AND b.status IN ('pending', 'retrying') AND b.blocked)
+      AND NOT EXISTS (
+        SELECT 1 FROM {s}.deliveries AS a
+        WHERE a.webhook_id = finished.webhook_id AND a.row_key = finished.row_key
+          AND a.status IN ('pending', 'retrying') AND NOT a.blocked);
+    RETURN coalesce(succeeded, ARRAY[]::text[]);
+END
+$$;
 """,
 )
 """Schema versions, oldest first: ``{s}`` is the schema, ``{channel}`` its NOTIFY channel."""
@@ -253,12 +335,12 @@ class PostgresStore:
         self.ordering: Ordering = ordering
         self.sweep_interval = sweep_interval
         self._s = sql.Identifier(schema)
+        self._queries: dict[str, str] = {}
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             database_url,
             min_size=1,
             max_size=pool_size,
             kwargs=self._connection_options(),
-            check=AsyncConnectionPool.check_connection,
             open=False,
         )
         self._listener: asyncio.Task[None] | None = None
@@ -273,20 +355,31 @@ class PostgresStore:
         """Autocommit, named ``fluxbase-sender/<schema>`` in ``pg_stat_activity``."""
         return {"autocommit": True, "application_name": f"fluxbase-sender/{self.schema}"}
 
-    def _sql(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(s=self._s, channel=sql.Literal(self.schema))
+    def _sql(self, text: str) -> str:
+        """``text`` with ``{s}`` (the schema) and ``{channel}`` filled in, made once."""
+        query = self._queries.get(text)
+        if query is None:
+            # The schema is a checked plain identifier: quoting it cannot be escaped.
+            query = text.replace("{s}", f'"{self.schema}"').replace("{channel}", f"'{self.schema}'")
+            self._queries[text] = query
+        return query
 
     async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Run ``work`` on a pooled connection, again on another one if the first was lost."""
-        for attempt in range(3):
+        """Run ``work`` on a pooled connection; on another one when that one was lost.
+
+        Every pooled connection may have been cut at once, hence one try more than the
+        pool's size. Work is written so that running it twice is harmless.
+        """
+        tries = self._pool.max_size + 1
+        for attempt in range(1, tries + 1):
             try:
                 async with self._pool.connection() as conn:
                     return await work(conn)
             except psycopg.OperationalError as error:
-                if attempt == 2:
+                if attempt == tries:
                     raise
                 logger.warning("PostgreSQL store: %s; trying again", type(error).__name__)
-                await asyncio.sleep(0.05 * (attempt + 1))
+                await asyncio.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 
     async def _fetch(
@@ -660,19 +753,9 @@ class PostgresStore:
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[AttemptOutcome]:
         if not records:
             return []
-        columns = _attempt_columns(records)
-        webhooks = _webhook_changes(records)
-        ids = [r.delivery_id for r in records]
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
-            async with conn.pipeline():
-                async with conn.transaction():
-                    written = await conn.execute(self._sql(_RECORD_ATTEMPTS), columns)
-                    await conn.execute(self._sql(_UPDATE_WEBHOOKS), webhooks)
-                    await conn.execute(self._sql(_HAND_OVER), (ids,))
-                return await written.fetchall()
-
-        won = {row[0] for row in await self._run(work) if row[1]}
+        arguments = [*_attempt_columns(records), *_webhook_changes(records)]
+        rows = await self._fetch(_RECORD_ATTEMPTS, arguments)
+        won = set(rows[0]["won"])
         outcomes: list[AttemptOutcome] = []
         for record in records:
             if record.result.ok:
@@ -803,81 +886,14 @@ class PostgresStore:
         return await self._run(work)
 
 
-_RECORD_ATTEMPTS = f"""
-WITH r AS (
-    SELECT * FROM unnest(
-        %s::text[], %s::text[], %s::integer[], %s::boolean[], %s::text[], %s::float8[],
-        %s::boolean[], %s::boolean[], %s::integer[], %s::text[], %s::text[], %s::float8[],
-        %s::float8[]
-    ) AS r(id, owner, attempt, ok, status, next_at, counted, refused, response_status,
-           response_body, error, duration_ms, started_at)
-),
-won AS (
-    UPDATE {{s}}.deliveries AS d SET status = 'success', attempts = r.attempt,
-        response_status = r.response_status, response_body = r.response_body, error = NULL,
-        delivered_at = r.started_at, next_attempt_at = NULL, lease_owner = NULL
-    FROM r WHERE r.ok AND d.id = r.id AND d.status <> 'success'
-    RETURNING d.id
-),
-lost AS (
-    UPDATE {{s}}.deliveries AS d SET status = r.status, attempts = r.attempt,
-        in_progress_answers = d.in_progress_answers + CASE WHEN r.counted THEN 0 ELSE 1 END,
-        response_status = r.response_status, response_body = r.response_body, error = r.error,
-        next_attempt_at = r.next_at, lease_owner = NULL
-    FROM r WHERE NOT r.ok AND d.id = r.id AND d.{_UNFINISHED} AND d.lease_owner = r.owner
-    RETURNING d.id
-),
-logged AS (
-    INSERT INTO {{s}}.attempts (delivery_id, attempt, outcome, response_status, response_body,
-        error, duration_ms, started_at)
-    SELECT r.id, r.attempt,
-        CASE WHEN r.ok AND won.id IS NULL THEN 'superseded' WHEN r.ok THEN 'success'
-             WHEN r.refused THEN 'refused' ELSE 'failed' END,
-        r.response_status, r.response_body, r.error, r.duration_ms, r.started_at
-    FROM r LEFT JOIN won ON won.id = r.id
+_RECORD_TYPES = (
+    "text text integer boolean text float8 boolean boolean integer text text float8 float8"
+    " text boolean float8 text"
 )
-SELECT r.id, won.id IS NOT NULL FROM r LEFT JOIN won ON won.id = r.id
-"""
-"""One attempt batch: deliveries updated, attempts logged, which successes counted."""
-
-_UPDATE_WEBHOOKS = f"""
-WITH r AS (
-    SELECT * FROM unnest(%s::text[], %s::boolean[], %s::float8[], %s::text[])
-        AS r(id, reset, failing_since, disable_reason)
-),
-changed AS (
-    UPDATE {{s}}.webhooks AS w SET
-        failing_since = CASE WHEN r.reset THEN r.failing_since
-                             ELSE least(w.failing_since, r.failing_since) END,
-        enabled = w.enabled AND r.disable_reason IS NULL,
-        disabled_reason = coalesce(r.disable_reason, w.disabled_reason)
-    FROM r WHERE w.id = r.id AND (
-        w.failing_since IS DISTINCT FROM CASE WHEN r.reset THEN r.failing_since
-                                              ELSE least(w.failing_since, r.failing_since) END
-        OR (r.disable_reason IS NOT NULL AND w.enabled))
-    RETURNING w.id, w.enabled
+_RECORD_ATTEMPTS = "SELECT {s}.record_attempts(%s) AS won" % ", ".join(  # noqa: UP031
+    f"%s::{kind}[]" for kind in _RECORD_TYPES.split()
 )
-UPDATE {{s}}.deliveries AS d SET paused = true FROM changed
-WHERE NOT changed.enabled AND d.webhook_id = changed.id AND d.{_UNFINISHED} AND NOT d.paused
-"""
-"""A batch's effect on its webhooks: the run of failures, and disabling (pausing work)."""
-
-_HAND_OVER = f"""
-WITH finished AS (
-    SELECT DISTINCT f.webhook_id, f.row_key FROM {{s}}.deliveries AS f
-    WHERE f.id = ANY(%s) AND f.status IN ('success', 'failed') AND f.row_key IS NOT NULL
-)
-UPDATE {{s}}.deliveries AS d SET blocked = false FROM finished
-WHERE d.seq = (
-    SELECT min(b.seq) FROM {{s}}.deliveries AS b
-    WHERE b.webhook_id = finished.webhook_id AND b.row_key = finished.row_key
-      AND b.{_UNFINISHED} AND b.blocked)
-  AND NOT EXISTS (
-    SELECT 1 FROM {{s}}.deliveries AS a
-    WHERE a.webhook_id = finished.webhook_id AND a.row_key = finished.row_key
-      AND a.{_UNFINISHED} AND NOT a.blocked)
-"""
-"""Finished deliveries let the next waiting change of their row go."""
+"""One batch of attempts (its columns, then its webhooks' changes) in one round trip."""
 
 
 def _attempt_columns(records: Sequence[AttemptRecord]) -> list[list[Any]]:

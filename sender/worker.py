@@ -2,8 +2,8 @@
 
 The hot path is batched: deliveries are claimed when at least half of the ``concurrency``
 slots are free (or none is busy), and the attempts that finished while the previous batch
-was being written are recorded together, in one store call. Sends go on concurrently
-meanwhile. A running worker logs a progress line at INFO every ``progress_interval``;
+was being written are recorded together, in one store call, while sends go on (a group
+commit). A running worker logs a progress line at INFO every ``progress_interval``;
 lines about single deliveries are DEBUG.
 """
 
@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from fluxbase_receiver.sender.backend import AttemptRecord, ClaimedDelivery, SenderStore
 from fluxbase_receiver.sender.capture import wire_body
@@ -107,14 +108,19 @@ class Worker:
         self, http: HttpSender, *, due_before: float | None, until_idle: bool
     ) -> DeliveryCounts:
         counts = DeliveryCounts()
-        running: set[asyncio.Task[AttemptRecord]] = set()
+        sends: set[asyncio.Task[AttemptRecord]] = set()
         finished: list[AttemptRecord] = []
+        flushing: list[AttemptRecord] = []
+        flush: asyncio.Task[None] | None = None
         pruned_at = 0.0
         more = True
         while True:
             try:
-                room = self.concurrency - len(running)
-                if more and not self._stopped() and (not running or room * 2 >= self.concurrency):
+                if flush is None and finished:
+                    flushing, finished = finished, []
+                    flush = asyncio.create_task(self._record(flushing, counts))
+                room = self.concurrency - len(sends)
+                if more and not self._stopped() and (not sends or room * 2 >= self.concurrency):
                     now = time.time()
                     batch = await self.store.claim(
                         self.owner,
@@ -124,15 +130,22 @@ class Worker:
                         self.lease_grace_seconds,
                     )
                     more = len(batch) == room
-                    running.update(asyncio.create_task(self._attempt(http, c)) for c in batch)
-                if finished:
-                    await self._record(finished, counts)
-                    finished = []
-                    more = True  # a finished change may have let the next one of its row go
-                    continue
-                if running:
-                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                    finished = [task.result() for task in done]
+                    sends.update(asyncio.create_task(self._attempt(http, c)) for c in batch)
+                waiting: set[asyncio.Task[Any]] = set(sends)
+                if flush is not None:
+                    waiting.add(flush)
+                if waiting:
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        if task is flush:
+                            flush = None
+                            more = True  # a finished change may have let the next one go
+                            if task.exception() is not None:
+                                finished[:0] = flushing  # to be written again
+                                task.result()
+                        else:
+                            sends.discard(task)
+                            finished.append(task.result())
                     continue
                 if self._stopped() or (until_idle and not more):
                     return counts

@@ -215,11 +215,17 @@ async def test_a_commit_elsewhere_wakes_a_waiting_worker(
     store: PostgresStore, postgres_url: str
 ) -> None:
     await make_hook(store)
-    await store.wait_for_work(timeout=0.01)  # starts listening
-    await store.wait_for_work(timeout=5)  # the first wake-up after LISTEN
-    waiting = asyncio.create_task(store.wait_for_work(timeout=120))
-    await asyncio.sleep(0.1)
-    assert not waiting.done()
+    await store.wait_for_work(timeout=0)  # starts listening
+    listen = f'LISTEN "{store.schema}"'
+    deadline = time.monotonic() + 30
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        while not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE query = %s AND state = 'idle'", (listen,)
+        ).fetchall():
+            assert time.monotonic() < deadline, "the store is not listening"
+            await asyncio.sleep(0.02)
+    await store.wait_for_work(timeout=0.1)  # the wake-up that follows every (re)connection
+    waiting = asyncio.create_task(store.wait_for_work(timeout=300))
     with psycopg.connect(postgres_url) as conn:
         await store.add_event(change(), conn)
     await asyncio.wait_for(waiting, 60)
