@@ -263,7 +263,8 @@ class HttpSender:
             closed = "connection closed by the receiver before it answered"
             return AttemptResult(None, None, closed, _since(started))
         except aiohttp.ClientResponseError as error:
-            return AttemptResult(None, None, f"invalid answer: {error.message}", _since(started))
+            invalid = "invalid answer: " + " ".join(str(error.message).split())
+            return AttemptResult(None, None, invalid[:500], _since(started))
         except (aiohttp.ClientError, OSError, ValueError) as error:
             return AttemptResult(None, None, _describe(error), _since(started))
 

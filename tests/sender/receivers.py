@@ -135,8 +135,8 @@ class RawServer:
             await reader.readexactly(length)
             self.requests.append(head)
             await self.reply(writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away, or the server is shutting down
         finally:
             writer.close()
 
