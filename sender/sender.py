@@ -195,9 +195,12 @@ class Sender:
 
     ``allow_private_networks`` turns the SSRF guard off (local development and tests).
     ``concurrency`` caps simultaneous sends per worker. Leases last the webhook's
-    timeout plus ``lease_grace_seconds``. A webhook failing every attempt for
-    ``disable_after`` is disabled. Finished deliveries older than ``retention`` are
-    pruned by running workers (``None`` keeps them).
+    timeout plus ``lease_grace_seconds``; an attempt counts when its lease is taken,
+    so a worker dying mid-send still uses one up. ``disable_after`` is the retry
+    period: a webhook failing every attempt for that long is disabled, and a delivery
+    answered 409 (another copy in progress) is retried that long without using up
+    ``max_retries``. Finished deliveries older than ``retention`` are pruned by running
+    workers (``None`` keeps them).
     """
 
     def __init__(
