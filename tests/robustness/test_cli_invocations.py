@@ -47,6 +47,8 @@ BAD = [
     # no command, unknown command or option
     Bad("no-command", (), "COMMAND"),
     Bad("unknown-command", ("bogus",), "invalid choice"),
+    Bad("sender-without-action", ("sender",), "required"),
+    Bad("sender-unknown-action", ("sender", "bogus"), "invalid choice"),
     Bad("unknown-option", ("sign", "--secret", "s", "--bogus"), "unrecognized arguments"),
     Bad("extra-argument", ("sign", "--secret", "s", "a.json", "b.json"), "unrecognized"),
     # secrets
