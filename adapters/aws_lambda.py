@@ -22,6 +22,10 @@ exact bytes that were signed, headers match case-insensitively (single or multi-
 a missing ``isBase64Encoded`` means a plain text body. The answer has the shape the source
 expects: ``statusDescription`` for ALB, ``multiValueHeaders`` when the request used them.
 
+The handler answers whatever path the event carries, ``/webhooks/fluxbase`` or
+``/webhooks/fluxbase/``; route both to the function (API Gateway, ALB rules) so a URL
+configured either way is delivered instead of answered 404 by AWS.
+
 Lambda cannot answer early and finish handlers in the background: the execution
 environment is frozen as soon as the handler returns, so unfinished work would stall until
 a later invocation or be lost. Handlers run before the answer; keep them within the

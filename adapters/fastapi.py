@@ -18,15 +18,23 @@ Usage::
     app = FastAPI()
     install_exception_handler(app)  # refusals answer {"error": ..., "message": ...}
     receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
-    webhook = FluxbaseWebhook(receiver, model=Order)
+    webhook = FluxbaseWebhook(receiver, "orders", "INSERT", "UPDATE", model=Order)
     OrderEvent = Annotated[InsertEvent[Order] | UpdateEvent[Order], webhook.depends]
 
-    @app.post("/webhooks/fluxbase", **webhook.openapi)
+    @webhook.post(app, "/webhooks/fluxbase")  # app.post(...) for the path with and without "/"
     async def orders(event: OrderEvent) -> dict[str, bool]:
         ...
         return {"ok": True}
 
-Refusals (400, 401, 409, 413, 415, and 200 for a duplicate) are raised as
+The table pattern and operations filter like ``receiver.on`` (default INSERT, UPDATE and
+DELETE; TEST only when named). Any other event is answered ``200 {"ok": true, "skipped":
+true}`` without running the route function (the receiver's own handlers still run, and
+the claim is settled as for any event), so the sender does not retry it.
+``webhook.post(app_or_router, path)`` registers the route for ``path`` and, hidden from
+the OpenAPI document, ``path + "/"``: a URL configured with a trailing slash reaches the
+route instead of a 307 redirect, which a sender counts as a failed delivery.
+
+Refusals (400, 401, 409, 413, 415), a duplicate and a skipped event are raised as
 :class:`WebhookAnswered` before the route function runs; with
 :func:`install_exception_handler` they answer exactly as the other adapters do. FastAPI
 answers 405 itself for methods the route does not list (``{"detail": "Method Not Allowed"}``).
@@ -43,36 +51,50 @@ Starlette endpoint: ``app.add_route(path, webhook_endpoint(receiver, respond="im
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from fluxbase_receiver.adapters._common import (
+    path_variants,
     require,
     response_headers,
-    settle_async,
+    skipped,
     view_failed,
-    without_claim,
 )
 
 require("fastapi", "fastapi", "FastAPI", "fastapi")
 
-from fastapi import Depends, FastAPI, HTTPException, Request  # noqa: E402
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request  # noqa: E402
 from fastapi.params import Depends as DependsParam  # noqa: E402
+from pydantic import TypeAdapter  # noqa: E402
 from starlette.requests import ClientDisconnect  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from fluxbase_receiver.adapters.starlette import read_body, scope_headers  # noqa: E402
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
-from fluxbase_receiver.events import WebhookEvent, event_adapter, parse_event  # noqa: E402
-from fluxbase_receiver.receiver import Outcome, Receiver  # noqa: E402
+from fluxbase_receiver.events import EventFilter, WebhookEvent, event_type  # noqa: E402
+from fluxbase_receiver.receiver import Outcome, Receiver, check_model  # noqa: E402
 from fluxbase_receiver.signature import SIGNATURE_HEADER  # noqa: E402
 
 __all__ = ["FluxbaseWebhook", "WebhookAnswered", "install_exception_handler", "openapi_for"]
+
+RouteFunction = TypeVar("RouteFunction", bound=Callable[..., Any])
 
 _ERROR_SCHEMA = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
     "required": ["error", "message"],
+}
+_ANSWERS = {
+    200: (
+        'Handled; or a duplicate of a completed event (`{"ok": true, "duplicate": true}`, '
+        "nothing ran); or an event this route does not take "
+        '(`{"ok": true, "skipped": true}`, the route function did not run).'
+    ),
+    202: (
+        "Accepted before the work finished (a route function may answer 202 itself, e.g. "
+        "after queueing the event). A sender counts any 2xx as delivered."
+    ),
 }
 _REFUSALS = {
     400: "The body is not JSON, or not a valid Fluxbase event.",
@@ -107,16 +129,42 @@ class FluxbaseWebhook:
     """The dependency: verifies, parses (records as ``model``), claims, runs the receiver's
     handlers, then yields the event to the route function and settles the claim."""
 
-    def __init__(self, receiver: Receiver, *, model: type[Any] | None = None) -> None:
+    def __init__(
+        self,
+        receiver: Receiver,
+        table: str = "*",
+        *operations: str,
+        model: type[Any] | None = None,
+    ) -> None:
+        if model is not None:
+            check_model(model)
         self.receiver = receiver
+        self.route = EventFilter(table, *operations)
+        """The events the route function runs for (as in ``receiver.on``)."""
         self.model = model
         self.depends: DependsParam = Depends(self, scope="function")
         """``Depends(webhook, scope="function")``: settles the claim before the response."""
-        self.openapi: dict[str, Any] = openapi_for(model)
+        self.openapi: dict[str, Any] = openapi_for(model, self.route)
         """``responses`` and ``openapi_extra`` for the route decorator (``**webhook.openapi``)."""
 
     def __repr__(self) -> str:
-        return f"<FluxbaseWebhook model={getattr(self.model, '__name__', None)!r}>"
+        model = getattr(self.model, "__name__", None)
+        return f"<FluxbaseWebhook {self.route!r} model={model!r}>"
+
+    def post(
+        self, router: FastAPI | APIRouter, path: str, **options: Any
+    ) -> Callable[[RouteFunction], RouteFunction]:
+        """Register the decorated route function with ``router.post`` for ``path`` with and
+        without a trailing slash (the second hidden from OpenAPI), with ``**self.openapi``."""
+        documented, *hidden = sorted(path_variants(path), key=lambda v: (v != path, v))
+
+        def register(func: RouteFunction) -> RouteFunction:
+            router.post(documented, **self.openapi, **options)(func)
+            for variant in hidden:
+                router.post(variant, **self.openapi, **options, include_in_schema=False)(func)
+            return func
+
+        return register
 
     async def __call__(self, request: Request) -> AsyncIterator[WebhookEvent]:
         receiver = self.receiver
@@ -129,37 +177,41 @@ class FluxbaseWebhook:
             ) from None
         if isinstance(body, Outcome):
             raise WebhookAnswered(body)
-        admitted = await receiver.admit_async(body, headers)
+        admitted = await receiver.admit_async(body, headers, model=self.model, route=self.route)
         if isinstance(admitted, Outcome):
             raise WebhookAnswered(admitted)
+        if not self.route.accepts(admitted.event):  # the receiver's handlers run; the route not
+            outcome = await receiver.process_async(admitted)
+            raise WebhookAnswered(skipped(admitted.event) if outcome.ok else outcome)
+        ok = False
         try:
-            event = admitted.event if self.model is None else parse_event(body, self.model)
-        except InvalidPayload as error:
-            await settle_async(receiver, admitted, ok=False)
-            raise WebhookAnswered(Outcome.refuse(error, admitted.event)) from None
-        outcome = await receiver.process_async(without_claim(admitted))
-        if not outcome.ok:
-            await settle_async(receiver, admitted, ok=False)
-            raise WebhookAnswered(outcome)
-        try:
-            yield event
-        except HTTPException:
-            await settle_async(receiver, admitted, ok=False)
-            raise
-        except Exception as error:
-            await settle_async(receiver, admitted, ok=False)
-            raise WebhookAnswered(view_failed(admitted.event, error)) from None
-        await settle_async(receiver, admitted, ok=True)
+            outcome = await receiver.process_async(admitted, settle=False)
+            if not outcome.ok:
+                raise WebhookAnswered(outcome)
+            try:
+                yield admitted.event
+            except HTTPException:
+                raise
+            except Exception as error:
+                raise WebhookAnswered(view_failed(admitted.event, error)) from None
+            ok = True
+        finally:
+            await receiver.settle_async(admitted, ok)
 
 
-def openapi_for(model: type[Any] | None = None) -> dict[str, Any]:
-    """Route decorator arguments documenting the webhook: its body, header and answers."""
-    schema = event_adapter(model).json_schema()
+def openapi_for(model: type[Any] | None = None, route: EventFilter | None = None) -> dict[str, Any]:
+    """Route decorator arguments documenting the webhook: its body (the events ``route``
+    takes, records typed as ``model``), header and answers."""
+    operations = (route or EventFilter()).operations
+    schema = TypeAdapter(event_type(model, operations)).json_schema()
     defs = schema.pop("$defs", {})
     responses: dict[int | str, dict[str, Any]] = {
-        status: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
-        for status, text in _REFUSALS.items()
+        status: {"description": text} for status, text in _ANSWERS.items()
     }
+    responses.update(
+        (status, {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}})
+        for status, text in _REFUSALS.items()
+    )
     return {
         "responses": responses,
         "openapi_extra": {

@@ -15,7 +15,7 @@ Usage::
     @receiver.on("orders", "INSERT")
     def on_order(event): ...
 
-    FluxbaseWebhooks(app, receiver)  # POST /webhooks/fluxbase runs the handlers
+    FluxbaseWebhooks(app, receiver)  # POST /webhooks/fluxbase (or .../fluxbase/) runs them
 
 With an application factory or a Blueprint::
 
@@ -24,16 +24,22 @@ With an application factory or a Blueprint::
 
 Or decorate your own view, which is handed the verified (typed) event and may return any
 Flask response (``None`` answers ``{"ok": true}``); methods the route does not list get
-Flask's own 405::
+Flask's own 405. ``webhook_view`` filters like ``receiver.on``: a table pattern and
+operations (default INSERT, UPDATE, DELETE; TEST only when named). Any other event is
+answered ``200 {"ok": true, "skipped": true}`` without running the view (the receiver's
+own handlers still run, and the claim is settled as for any event), so the sender does
+not retry it. End the rule with a slash and ``strict_slashes=False`` so the URL works
+with and without one::
 
-    @app.post("/webhooks/orders")
-    @webhook_view(receiver, model=Order)
-    def orders(event: InsertEvent[Order] | UpdateEvent[Order] | DeleteEvent[Order]):
+    @app.post("/webhooks/orders/", strict_slashes=False)
+    @webhook_view(receiver, "orders", "INSERT", "UPDATE", model=Order)
+    def orders(event: InsertEvent[Order] | UpdateEvent[Order]):
         ...
 
 The body is read through werkzeug and stays cached on the request (``request.get_data()``
 still works), at most to the smaller of ``receiver.max_body_bytes`` and Flask's
-``MAX_CONTENT_LENGTH``. ``FluxbaseWebhooks`` answers 405 itself for other methods and
+``MAX_CONTENT_LENGTH``. ``FluxbaseWebhooks`` takes its URL with or without a trailing
+slash (a sender counts a 404 as a failed delivery), answers 405 itself for other methods and
 takes the ``respond`` / ``deadline`` / ``workers`` options of
 :class:`~fluxbase_receiver.adapters.wsgi.FluxbaseWSGIMiddleware`.
 
@@ -48,13 +54,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec
 
-from fluxbase_receiver.adapters._common import (
-    Respond,
-    require,
-    settle,
-    view_failed,
-    without_claim,
-)
+from fluxbase_receiver.adapters._common import Respond, require, skipped, view_failed
 
 require("flask", "flask", "Flask", "flask")
 
@@ -67,9 +67,8 @@ from fluxbase_receiver.adapters.wsgi import (  # noqa: E402
     read_body,
     to_response,
 )
-from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
-from fluxbase_receiver.events import parse_event  # noqa: E402
-from fluxbase_receiver.receiver import Outcome, Receiver  # noqa: E402
+from fluxbase_receiver.events import EventFilter  # noqa: E402
+from fluxbase_receiver.receiver import Outcome, Receiver, check_model  # noqa: E402
 
 __all__ = ["FluxbaseWebhooks", "webhook_view"]
 
@@ -107,9 +106,15 @@ class FluxbaseWebhooks:
         return f"<FluxbaseWebhooks url={self.url!r}>"
 
     def init_app(self, app: Flask | Blueprint) -> None:
-        """Add the webhook URL rule to ``app``."""
+        """Add the webhook URL rule to ``app`` (matching the URL with or without a trailing
+        slash, never redirecting)."""
         app.add_url_rule(
-            self.url, self.endpoint, self._view, methods=METHODS, provide_automatic_options=False
+            self.url.rstrip("/") + "/",
+            self.endpoint,
+            self._view,
+            methods=METHODS,
+            provide_automatic_options=False,
+            strict_slashes=False,
         )
 
     def _view(self) -> ResponseReturnValue:
@@ -121,9 +126,16 @@ class FluxbaseWebhooks:
 
 
 def webhook_view(
-    receiver: Receiver, *, model: type[Any] | None = None
+    receiver: Receiver, table: str = "*", *operations: str, model: type[Any] | None = None
 ) -> Callable[[View[P]], Callable[P, ResponseReturnValue]]:
-    """Decorate a view that takes the verified event (records typed as ``model``) first."""
+    """Decorate a view that takes the verified event (records typed as ``model``) first.
+
+    ``table`` and ``operations`` select the events the view runs for, as in
+    :meth:`Receiver.on`; any other event answers ``200 {"ok": true, "skipped": true}``.
+    """
+    route = EventFilter(table, *operations)
+    if model is not None:
+        check_model(model)
 
     def decorate(view: View[P]) -> Callable[P, ResponseReturnValue]:
         @functools.wraps(view)
@@ -133,25 +145,25 @@ def webhook_view(
             body = read_body(current, receiver, headers)
             if isinstance(body, Outcome):
                 return to_response(body, Response)
-            admitted = receiver.admit(body, headers)
+            admitted = receiver.admit(body, headers, model=model, route=route)
             if isinstance(admitted, Outcome):
                 return to_response(admitted, Response)
+            if not route.accepts(admitted.event):  # the receiver's handlers run; the view not
+                outcome = receiver.process(admitted)
+                return to_response(skipped(admitted.event) if outcome.ok else outcome, Response)
+            ok = False
             try:
-                event = admitted.event if model is None else parse_event(body, model)
-            except InvalidPayload as error:
-                settle(receiver, admitted, ok=False)
-                return to_response(Outcome.refuse(error, admitted.event), Response)
-            outcome = receiver.process(without_claim(admitted))
-            if not outcome.ok:
-                settle(receiver, admitted, ok=False)
-                return to_response(outcome, Response)
-            try:
-                result = view(event, *args, **kwargs)
-            except Exception as error:
-                settle(receiver, admitted, ok=False)
-                return to_response(view_failed(admitted.event, error), Response)
-            settle(receiver, admitted, ok=True)
-            return to_response(outcome, Response) if result is None else result
+                outcome = receiver.process(admitted, settle=False)
+                if not outcome.ok:
+                    return to_response(outcome, Response)
+                try:
+                    result = view(admitted.event, *args, **kwargs)
+                except Exception as error:
+                    return to_response(view_failed(admitted.event, error), Response)
+                ok = True
+                return to_response(outcome, Response) if result is None else result
+            finally:
+                receiver.settle(admitted, ok)
 
         return wrapper
 

@@ -8,7 +8,7 @@ Usage::
     from starlette.routing import Route
 
     from fluxbase_receiver import Receiver, WebhookEvent
-    from fluxbase_receiver.adapters.starlette import webhook_endpoint
+    from fluxbase_receiver.adapters.starlette import webhook_routes
 
     receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
 
@@ -16,17 +16,22 @@ Usage::
     async def on_order(event: WebhookEvent) -> None:
         ...
 
-    app = Starlette(routes=[Route("/webhooks/fluxbase", webhook_endpoint(receiver))])
+    app = Starlette(routes=webhook_routes("/webhooks/fluxbase", receiver))
 
 or in front of any ASGI application (every other path passes through)::
 
     app = FluxbaseASGIMiddleware(app, receiver, path="/webhooks/fluxbase")
 
-The endpoint is an ASGI application, so ``Route`` sends it every method and it answers
-405 itself for anything but POST. The body is streamed: a declared ``Content-Length`` over
-``receiver.max_body_bytes`` is refused before reading, and any other body with 413 as soon
-as it passes the limit, without buffering the rest. Async handlers are awaited; sync
-handlers run in a worker thread (register them with ``threaded=False`` to run inline).
+Both take the path with and without a trailing slash: a URL configured as
+``/webhooks/fluxbase/`` reaches the handlers instead of Starlette's 307 redirect, which a
+sender counts as a failed delivery. (A plain ``Route(path, webhook_endpoint(receiver))``
+matches ``path`` alone.) The endpoint is an ASGI application, so a route sends it every
+method and it answers 405 itself for anything but POST.
+
+The body is streamed: a declared ``Content-Length`` over ``receiver.max_body_bytes`` is
+refused before reading, and any other body with 413 as soon as it passes the limit,
+without buffering the rest. Async handlers are awaited; sync handlers run in a worker
+thread (register them with ``threaded=False`` to run inline).
 
 Respond quickly: ``respond="immediately"`` answers 202 right after verify + idempotency
 claim and runs the handlers after the response is sent; ``deadline=2.0`` answers 202 once
@@ -43,6 +48,7 @@ import logging
 from fluxbase_receiver.adapters._common import (
     Respond,
     check_respond,
+    path_variants,
     require,
     response_headers,
     too_large,
@@ -51,6 +57,7 @@ from fluxbase_receiver.adapters._common import (
 require("starlette", "starlette", "Starlette", "starlette")
 
 from starlette.requests import ClientDisconnect  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from fluxbase_receiver.receiver import Admitted, Headers, Outcome, Receiver, accepted  # noqa: E402
@@ -62,6 +69,7 @@ __all__ = [
     "scope_headers",
     "send_outcome",
     "webhook_endpoint",
+    "webhook_routes",
 ]
 
 logger = logging.getLogger("fluxbase_receiver")
@@ -176,8 +184,21 @@ def webhook_endpoint(
     return WebhookEndpoint(receiver, respond=respond, deadline=deadline)
 
 
+def webhook_routes(
+    path: str,
+    receiver: Receiver,
+    *,
+    respond: Respond = "after_handlers",
+    deadline: float | None = None,
+) -> list[Route]:
+    """Routes for ``path`` with and without a trailing slash, sharing one endpoint."""
+    endpoint = WebhookEndpoint(receiver, respond=respond, deadline=deadline)
+    return [Route(variant, endpoint) for variant in sorted(path_variants(path))]
+
+
 class FluxbaseASGIMiddleware:
-    """Receives webhooks on ``path`` and passes every other request to ``app``."""
+    """Receives webhooks on ``path`` (with or without a trailing slash) and passes every
+    other request to ``app``."""
 
     def __init__(
         self,
@@ -190,10 +211,11 @@ class FluxbaseASGIMiddleware:
     ) -> None:
         self.app = app
         self.path = path
+        self._paths = path_variants(path)
         self.endpoint = WebhookEndpoint(receiver, respond=respond, deadline=deadline)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == self.path:
+        if scope["type"] == "http" and scope["path"] in self._paths:
             await self.endpoint(scope, receive, send)
         else:
             await self.app(scope, receive, send)

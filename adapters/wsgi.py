@@ -14,7 +14,9 @@ Usage::
 
     application = FluxbaseWSGIMiddleware(application, receiver, path="/webhooks/fluxbase")
 
-Every other path goes to the wrapped application untouched. At most
+The path matches with or without a trailing slash (``/webhooks/fluxbase/`` too: a sender
+counts a 404 or a redirect as a failed delivery). Every other path goes to the wrapped
+application untouched. At most
 ``receiver.max_body_bytes + 1`` bytes of a body are read (a declared ``Content-Length`` over
 the limit is refused before reading anything).
 
@@ -40,6 +42,7 @@ from fluxbase_receiver.adapters._common import (
     STATUS_LINES,
     Respond,
     check_respond,
+    path_variants,
     require,
     response_headers,
     too_large,
@@ -240,7 +243,8 @@ class WSGIWebhookEndpoint:
 
 
 class FluxbaseWSGIMiddleware:
-    """Receives webhooks on ``path`` and passes every other request to ``app``."""
+    """Receives webhooks on ``path`` (with or without a trailing slash) and passes every
+    other request to ``app``."""
 
     def __init__(
         self,
@@ -254,11 +258,12 @@ class FluxbaseWSGIMiddleware:
     ) -> None:
         self.app = app
         self.path = path
+        self._paths = path_variants(path)
         self.endpoint = WSGIWebhookEndpoint(
             receiver, respond=respond, deadline=deadline, workers=workers
         )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == self.path:
+        if environ.get("PATH_INFO") in self._paths:
             return self.endpoint(environ, start_response)
         return self.app(environ, start_response)

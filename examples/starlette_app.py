@@ -12,10 +12,9 @@ import logging
 import os
 
 from starlette.applications import Starlette
-from starlette.routing import Route
 
 from fluxbase_receiver import Receiver, WebhookEvent
-from fluxbase_receiver.adapters.starlette import webhook_endpoint
+from fluxbase_receiver.adapters.starlette import webhook_routes
 
 logging.basicConfig(level=logging.INFO)
 logger = logging.getLogger("examples.starlette_app")
@@ -37,4 +36,4 @@ async def log_change(event: WebhookEvent) -> None:
             logger.info("Record deleted from %s: %s", event.table, event.row)
 
 
-app = Starlette(routes=[Route("/webhooks/fluxbase", webhook_endpoint(receiver))])
+app = Starlette(routes=webhook_routes("/webhooks/fluxbase", receiver))  # with or without "/"
