@@ -103,8 +103,8 @@ class ManagedWebhook(_Answer):
     enabled: bool
     events: list[TableEvents]
     max_retries: int
-    timeout_seconds: float
-    retry_backoff_seconds: float
+    timeout_seconds: int | float
+    retry_backoff_seconds: int | float
     headers: dict[str, str] = {}
     scope: str = "user"
     description: str | None = None
