@@ -114,19 +114,22 @@ class SenderStore(Protocol):
         """Delete a webhook with its delivery history; ``False`` when it did not exist."""
         ...
 
-    async def add_event(
-        self,
-        event: CapturedEvent,
-        connection: Any | None = None,
-        only_webhook: str | None = None,
-        max_attempts: int | None = None,
-    ) -> list[str]:
+    async def add_event(self, event: CapturedEvent, connection: Any | None = None) -> list[str]:
         """Store an event and fan it out into one delivery per matching enabled webhook.
 
         With ``connection`` (the application's own connection to the same database)
         the rows are written in its open transaction: rolled back, nothing is sent.
-        ``only_webhook`` targets one webhook whether or not it matches or is enabled
-        (test sends, never ordered). Returns the new delivery ids.
+        Returns the new delivery ids.
+        """
+        ...
+
+    async def add_test_delivery(
+        self, event: CapturedEvent, webhook_id: str, owner: str, now: float, lease_grace: float
+    ) -> ClaimedDelivery | None:
+        """Store a one-attempt delivery of ``event`` to a webhook, already leased to ``owner``.
+
+        The webhook gets it whether or not it matches or is enabled (test sends); it is
+        never ordered. ``None`` when the webhook does not exist.
         """
         ...
 
@@ -139,20 +142,15 @@ class SenderStore(Protocol):
         ...
 
     async def claim(
-        self,
-        owner: str,
-        now: float,
-        due_before: float,
-        limit: int,
-        lease_grace: float,
-        delivery_ids: Sequence[str] | None = None,
+        self, owner: str, now: float, due_before: float, limit: int, lease_grace: float
     ) -> list[ClaimedDelivery]:
-        """Lease up to ``limit`` deliveries due by ``due_before`` (or exactly
-        ``delivery_ids``) to ``owner`` from ``now``.
+        """Lease up to ``limit`` deliveries due by ``due_before`` to ``owner``, earliest first.
 
-        A lease lasts the webhook's timeout plus ``lease_grace``; an expired lease is
-        taken over. Deliveries waiting for an earlier change of their row, and those of
-        a disabled webhook, are not due.
+        Each lease counts an attempt and lasts the webhook's timeout plus ``lease_grace``
+        from ``now``. An expired lease is taken over: its attempt was lost with its
+        worker and is recorded as failed ("worker lost"); a delivery with no attempts
+        left then fails instead. Deliveries waiting for an earlier change of their row,
+        and those of a disabled webhook, are not due.
         """
         ...
 

@@ -7,12 +7,14 @@ order:
 1. a 2xx answer is a success (and ends the webhook's run of failures);
 2. ``410 Gone`` fails the delivery and disables the webhook;
 3. ``409`` (the receiver is still handling the same event) is retried without counting
-   against ``max_retries``, until the delivery is older than ``retry_period``;
+   against ``max_retries``, until the delivery is older than ``disable_after``;
 4. any other answer (3xx included: redirects are not followed), a timeout or a transport
    error is a failed attempt: retried while attempts remain, after the ``Retry-After`` of
    a 429 / 503 (capped at ``max_backoff_seconds``) or an exponential backoff with full
    jitter from the webhook's ``retry_backoff_seconds``; the last one fails the delivery;
 5. a webhook whose attempts have all failed for ``disable_after`` is disabled.
+
+A test send (``retry=False``) gets one attempt: its failure is final.
 """
 
 from __future__ import annotations
@@ -92,9 +94,8 @@ class RetryPolicy:
     max_backoff_seconds: float = 6 * 3600.0
     """Cap on any wait, backoff and ``Retry-After`` alike."""
     disable_after: timedelta = timedelta(days=5)
-    """A webhook failing every attempt for this long is disabled."""
-    retry_period: timedelta = timedelta(days=5)
-    """How long after its creation a delivery answered 409 is still retried."""
+    """A webhook failing every attempt for this long is disabled; a delivery answered
+    409 is retried until it is this old."""
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=_system_random)
 
@@ -103,7 +104,7 @@ class RetryPolicy:
         ceiling = min(self.max_backoff_seconds, base * 2.0 ** min(max(failures, 1) - 1, 60))
         return self.rng.uniform(0.0, ceiling)
 
-    def decide(self, delivery: Attempted, result: AttemptResult) -> Decision:
+    def decide(self, delivery: Attempted, result: AttemptResult, retry: bool = True) -> Decision:
         """The delivery's next state after ``result`` (see the module's rules)."""
         now = self.clock()
         if result.ok:
@@ -115,8 +116,10 @@ class RetryPolicy:
             reason = None
         if result.status == GONE:
             return Decision("failed", None, failing_since, "the receiver answered 410 Gone")
+        if not retry:
+            return Decision("failed", None, failing_since, reason)
         if result.status == IN_PROGRESS:
-            if now - delivery.created_at < self.retry_period.total_seconds():
+            if now - delivery.created_at < self.disable_after.total_seconds():
                 delay = self.backoff(delivery.attempt, delivery.retry_backoff_seconds)
                 return Decision("retrying", now + delay, delivery.failing_since, counted=False)
             return Decision("failed", None, failing_since, reason)

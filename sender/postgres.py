@@ -223,14 +223,15 @@ BEGIN
                  response_body, error, duration_ms, started_at)
     ),
     won AS (
-        UPDATE {s}.deliveries AS d SET status = 'success', attempts = r.attempt,
-            response_status = r.response_status, response_body = r.response_body, error = NULL,
-            delivered_at = r.started_at, next_attempt_at = NULL, lease_owner = NULL
+        UPDATE {s}.deliveries AS d SET status = 'success',
+            attempts = greatest(d.attempts, r.attempt), response_status = r.response_status,
+            response_body = r.response_body, error = NULL, delivered_at = r.started_at,
+            next_attempt_at = NULL, lease_owner = NULL
         FROM r WHERE r.ok AND d.id = r.id AND d.status <> 'success'
         RETURNING d.id
     ),
     lost AS (
-        UPDATE {s}.deliveries AS d SET status = r.status, attempts = r.attempt,
+        UPDATE {s}.deliveries AS d SET status = r.status,
             in_progress_answers = d.in_progress_answers + CASE WHEN r.counted THEN 0 ELSE 1 END,
             response_status = r.response_status, response_body = r.response_body,
             error = r.error, next_attempt_at = r.next_at, lease_owner = NULL
@@ -270,7 +271,13 @@ BEGIN
     WHERE NOT changed.enabled AND d.webhook_id = changed.id
       AND d.status IN ('pending', 'retrying') AND NOT d.paused;
 
-    -- Finished deliveries let the next waiting change of their row go.
+    PERFORM {s}.hand_over(p_ids);
+    RETURN coalesce(succeeded, ARRAY[]::text[]);
+END
+$$;
+
+CREATE FUNCTION {s}.hand_over(p_ids text[]) RETURNS void LANGUAGE sql AS $$
+    -- Finished deliveries among p_ids let the next waiting change of their row go.
     WITH finished AS (
         SELECT DISTINCT f.webhook_id, f.row_key FROM {s}.deliveries AS f
         WHERE f.id = ANY(p_ids) AND f.status IN ('success', 'failed') AND f.row_key IS NOT NULL
@@ -284,7 +291,69 @@ BEGIN
         SELECT 1 FROM {s}.deliveries AS a
         WHERE a.webhook_id = finished.webhook_id AND a.row_key = finished.row_key
           AND a.status IN ('pending', 'retrying') AND NOT a.blocked);
-    RETURN coalesce(succeeded, ARRAY[]::text[]);
+$$;
+
+CREATE FUNCTION {s}.claim(
+    p_owner text, p_now float8, p_due float8, p_limit integer, p_grace float8
+) RETURNS TABLE (
+    n integer, id text, attempts integer, in_progress_answers integer, max_attempts integer,
+    created_at float8, event_id text, event text, schema_name text, table_name text,
+    record text, old_record text, occurred_at float8, webhook_id text, url text, secret text,
+    headers jsonb, timeout_seconds float8, retry_backoff_seconds float8, max_retries integer,
+    failing_since float8
+) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    picked bigint[];
+    lost text[];
+BEGIN
+    picked := ARRAY(
+        SELECT d.seq FROM {s}.deliveries AS d
+        WHERE d.status IN ('pending', 'retrying') AND NOT d.blocked AND NOT d.paused
+          AND d.next_attempt_at <= p_due
+        ORDER BY d.next_attempt_at LIMIT p_limit FOR UPDATE SKIP LOCKED);
+
+    -- An expired lease: its worker was lost with the attempt it counted.
+    WITH expired AS (
+        SELECT d.seq, d.next_attempt_at AS expired_at,
+               d.attempts - d.in_progress_answers
+                   >= coalesce(d.max_attempts, w.max_retries + 1) AS exhausted,
+               'worker lost: ' || d.lease_owner || ' took the lease for attempt '
+                   || d.attempts || ' and did not record it before the lease expired' AS why
+        FROM {s}.deliveries AS d JOIN {s}.webhooks AS w ON w.id = d.webhook_id
+        WHERE d.seq = ANY(picked) AND d.lease_owner IS NOT NULL
+    ),
+    settled AS (
+        UPDATE {s}.deliveries AS d SET error = x.why, response_status = NULL,
+            response_body = NULL, lease_owner = NULL,
+            status = CASE WHEN x.exhausted THEN 'failed' ELSE d.status END,
+            next_attempt_at = CASE WHEN x.exhausted THEN NULL ELSE d.next_attempt_at END
+        FROM expired AS x WHERE d.seq = x.seq
+        RETURNING d.id, d.attempts, x.why, x.expired_at
+    ),
+    logged AS (
+        INSERT INTO {s}.attempts (delivery_id, attempt, outcome, error, duration_ms, started_at)
+        SELECT settled.id, settled.attempts, 'failed', settled.why, 0, settled.expired_at
+        FROM settled
+    )
+    SELECT array_agg(settled.id) INTO lost FROM settled;
+    IF lost IS NOT NULL THEN
+        PERFORM {s}.hand_over(lost);
+    END IF;
+
+    UPDATE {s}.deliveries AS d SET paused = true FROM {s}.webhooks AS w
+    WHERE d.seq = ANY(picked) AND w.id = d.webhook_id AND NOT w.enabled;
+
+    RETURN QUERY
+    UPDATE {s}.deliveries AS d SET attempts = d.attempts + 1, lease_owner = p_owner,
+        next_attempt_at = p_now + w.timeout_seconds + p_grace
+    FROM {s}.webhooks AS w, {s}.events AS e
+    WHERE d.seq = ANY(picked) AND d.status IN ('pending', 'retrying') AND NOT d.paused
+      AND w.id = d.webhook_id AND e.id = d.event_id
+    RETURNING array_position(picked, d.seq), d.id, d.attempts, d.in_progress_answers,
+        d.max_attempts, d.created_at, e.id, e.event, e.schema_name, e.table_name,
+        e.record::text, e.old_record::text, e.occurred_at, w.id, w.url, w.secret, w.headers,
+        w.timeout_seconds, w.retry_backoff_seconds, w.max_retries, w.failing_since;
 END
 $$;
 """,
@@ -297,8 +366,8 @@ d.error, d.created_at, d.delivered_at, d.next_attempt_at, e.event, e.schema_name
 e.record::text AS record, e.old_record::text AS old_record, e.occurred_at"""
 
 _CLAIMED_COLUMNS = """
-d.id, d.attempts, d.in_progress_answers, d.max_attempts, d.created_at, w.enabled,
-e.id AS event_id, e.event, e.schema_name, e.table_name, e.record::text AS record,
+d.id, d.attempts, d.in_progress_answers, d.max_attempts, d.created_at, e.id AS event_id,
+e.event, e.schema_name, e.table_name, e.record::text AS record,
 e.old_record::text AS old_record, e.occurred_at, w.id AS webhook_id, w.url, w.secret,
 w.headers, w.timeout_seconds, w.retry_backoff_seconds, w.max_retries, w.failing_since"""
 
@@ -552,21 +621,11 @@ class PostgresStore:
 
     # -- capture ------------------------------------------------------------------
 
-    async def add_event(
-        self,
-        event: CapturedEvent,
-        connection: Any | None = None,
-        only_webhook: str | None = None,
-        max_attempts: int | None = None,
-    ) -> list[str]:
+    async def add_event(self, event: CapturedEvent, connection: Any | None = None) -> list[str]:
         """See the protocol; ``connection`` is a psycopg ``Connection`` or ``AsyncConnection``.
 
         A synchronous connection is used right here, in the calling thread.
         """
-        if only_webhook is not None:
-            return await self._run(
-                lambda conn: self._add_test_event(conn, event, only_webhook, max_attempts)
-            )
         query = self._sql("SELECT {s}.capture(%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)")
         params = (
             event.event,
@@ -592,45 +651,47 @@ class PostgresStore:
             raise TypeError("connection must be a psycopg Connection or AsyncConnection")
         return list(row[0]) if row and row[0] else []
 
-    async def _add_test_event(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        event: CapturedEvent,
-        webhook_id: str,
-        max_attempts: int | None,
-    ) -> list[str]:
+    async def add_test_delivery(
+        self, event: CapturedEvent, webhook_id: str, owner: str, now: float, lease_grace: float
+    ) -> ClaimedDelivery | None:
         delivery_id = str(uuid.uuid4())
-        async with conn.transaction():
-            await conn.execute(
-                self._sql(
-                    "INSERT INTO {s}.events (id, event, schema_name, table_name, record,"
-                    " old_record, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                ),
-                (
-                    event.id,
-                    event.event,
-                    event.schema,
-                    event.table,
-                    event.record,
-                    event.old_record,
-                    event.occurred_at,
-                ),
-            )
-            await conn.execute(
-                self._sql(
-                    "INSERT INTO {s}.deliveries (id, webhook_id, event_id, status, max_attempts,"
-                    " created_at, next_attempt_at) VALUES (%s, %s, %s, 'pending', %s, %s, %s)"
-                ),
-                (
-                    delivery_id,
-                    webhook_id,
-                    event.id,
-                    max_attempts,
-                    event.occurred_at,
-                    event.occurred_at,
-                ),
-            )
-        return [delivery_id]
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+            async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    self._sql(
+                        "INSERT INTO {s}.events (id, event, schema_name, table_name, record,"
+                        " old_record, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    ),
+                    (
+                        event.id,
+                        event.event,
+                        event.schema,
+                        event.table,
+                        event.record,
+                        event.old_record,
+                        event.occurred_at,
+                    ),
+                )
+                await cur.execute(
+                    self._sql(
+                        "WITH d AS (INSERT INTO {s}.deliveries (id, webhook_id, event_id, status,"
+                        " attempts, max_attempts, created_at, next_attempt_at, lease_owner)"
+                        " SELECT %s, w.id, %s, 'pending', 1, 1, %s, %s + w.timeout_seconds + %s, %s"
+                        " FROM {s}.webhooks AS w WHERE w.id = %s RETURNING *)"
+                        f" SELECT {_CLAIMED_COLUMNS} FROM d"
+                        " JOIN {s}.webhooks AS w ON w.id = d.webhook_id"
+                        " JOIN {s}.events AS e ON e.id = d.event_id"
+                    ),
+                    (delivery_id, event.id, now, now, lease_grace, owner, webhook_id),
+                )
+                rows = await cur.fetchall()
+                if not rows:
+                    raise psycopg.Rollback  # no such webhook: keep no event
+            return rows
+
+        rows = await self._run(work)
+        return _claimed(rows[0]) if rows else None
 
     async def watch(self, table: str, schema: str) -> None:
         target = sql.Identifier(
@@ -683,52 +744,17 @@ class PostgresStore:
     # -- delivery -----------------------------------------------------------------
 
     async def claim(
-        self,
-        owner: str,
-        now: float,
-        due_before: float,
-        limit: int,
-        lease_grace: float,
-        delivery_ids: Sequence[str] | None = None,
+        self, owner: str, now: float, due_before: float, limit: int, lease_grace: float
     ) -> list[ClaimedDelivery]:
-        if delivery_ids is None:
-            picked = (
-                f"SELECT seq FROM {{s}}.deliveries WHERE {_UNFINISHED} AND NOT blocked"
-                " AND NOT paused AND next_attempt_at <= %(due)s"
-                " ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
-            )
-            lease_only_if = "w.enabled"
-        else:
-            picked = (
-                f"SELECT seq FROM {{s}}.deliveries WHERE id = ANY(%(ids)s) AND {_UNFINISHED}"
-                " AND (lease_owner IS NULL OR next_attempt_at <= %(now)s)"
-                " LIMIT %(limit)s FOR UPDATE"
-            )
-            lease_only_if = "true"
-        query = (
-            f"WITH picked AS ({picked})"
-            " UPDATE {s}.deliveries AS d SET"
-            f" lease_owner = CASE WHEN {lease_only_if} THEN %(owner)s ELSE d.lease_owner END,"
-            f" next_attempt_at = CASE WHEN {lease_only_if}"
-            " THEN %(now)s + w.timeout_seconds + %(grace)s ELSE d.next_attempt_at END,"
-            f" paused = NOT {lease_only_if}"
-            " FROM picked, {s}.webhooks AS w, {s}.events AS e"
-            " WHERE d.seq = picked.seq AND w.id = d.webhook_id AND e.id = d.event_id"
-            f" RETURNING {_CLAIMED_COLUMNS}, {lease_only_if} AS leased"
-        )
-        params = {
-            "now": now,
-            "due": due_before,
-            "limit": limit,
-            "owner": owner,
-            "grace": lease_grace,
-            "ids": list(delivery_ids or ()),
-        }
-        if delivery_ids is None and time.monotonic() - self._swept_at > self.sweep_interval:
+        if time.monotonic() - self._swept_at > self.sweep_interval:
             self._swept_at = time.monotonic()
             await self._release_stranded()
-        rows = await self._fetch(query, params)
-        return [_claimed(row) for row in rows if row["leased"]]
+        rows = await self._fetch(
+            "SELECT * FROM {s}.claim(%s, %s, %s, %s, %s)",
+            (owner, now, due_before, limit, lease_grace),
+        )
+        rows.sort(key=lambda row: row["n"])
+        return [_claimed(row) for row in rows]
 
     async def _release_stranded(self) -> None:
         """Let go a change left waiting with no unfinished change of its row ahead of it.
@@ -1001,7 +1027,7 @@ def _delivery(row: dict[str, Any]) -> Delivery:
 def _claimed(row: dict[str, Any]) -> ClaimedDelivery:
     return ClaimedDelivery(
         delivery_id=row["id"],
-        attempt=row["attempts"] + 1,
+        attempt=row["attempts"],
         in_progress_answers=row["in_progress_answers"],
         max_attempts=row["max_attempts"] or row["max_retries"] + 1,
         created_at=row["created_at"],

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from fluxbase_receiver.sender.backend import AttemptRecord, ClaimedDelivery, SenderStore
-from fluxbase_receiver.sender.capture import wire_body
+from fluxbase_receiver.sender.capture import CapturedEvent, wire_body
 from fluxbase_receiver.sender.delivery import AttemptResult, HttpSender, signed_headers
 from fluxbase_receiver.sender.models import DeliveryCounts
 from fluxbase_receiver.sender.policy import RetryPolicy
@@ -62,18 +62,22 @@ class Worker:
         async with self._http() as http:
             return await self._deliver(http, due_before=time.time(), until_idle=True)
 
-    async def send_now(self, delivery_id: str) -> AttemptResult | None:
-        """Lease one delivery right away and make one attempt; ``None`` if it is not free."""
-        now = time.time()
-        claimed = await self.store.claim(
-            self.owner, now, now, 1, self.lease_grace_seconds, delivery_ids=[delivery_id]
+    async def send_test(
+        self, event: CapturedEvent, webhook_id: str
+    ) -> tuple[str, AttemptResult] | None:
+        """Send ``event`` to one webhook now, once, whether or not it matches or is enabled.
+
+        Returns the delivery's id and the attempt's result; ``None`` for no such webhook.
+        """
+        claimed = await self.store.add_test_delivery(
+            event, webhook_id, self.owner, time.time(), self.lease_grace_seconds
         )
-        if not claimed:
+        if claimed is None:
             return None
         async with self._http() as http:
-            record = await self._attempt(http, claimed[0])
+            record = await self._attempt(http, claimed, retry=False)
         await self._record([record], self.totals)
-        return record.result
+        return claimed.delivery_id, record.result
 
     async def serve(self) -> None:
         """Deliver until :meth:`stop`; then finish and record the sends in flight."""
@@ -168,14 +172,16 @@ class Worker:
             return self.poll_interval
         return min(self.poll_interval, max(0.0, due - time.time()))
 
-    async def _attempt(self, http: HttpSender, claimed: ClaimedDelivery) -> AttemptRecord:
+    async def _attempt(
+        self, http: HttpSender, claimed: ClaimedDelivery, retry: bool = True
+    ) -> AttemptRecord:
         body = wire_body(claimed.event, claimed.webhook_id)
         headers = signed_headers(
             body, claimed.secret, claimed.event.id, claimed.attempt, claimed.headers
         )
         started = time.time()
         result = await http.post(claimed.url, body, headers, claimed.timeout_seconds)
-        decision = self.policy.decide(claimed, result)
+        decision = self.policy.decide(claimed, result, retry)
         logger.debug(
             "delivery %s to webhook %s attempt %d: %s (%s); now %s",
             claimed.delivery_id,

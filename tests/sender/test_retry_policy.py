@@ -174,7 +174,7 @@ CASES: list[tuple[str, Facts, AttemptResult, Decision]] = [
         Decision("failed", None, NOW),
     ),
     (
-        "409 past the retry period fails",
+        "409 past the period fails",
         Facts(attempt=30, in_progress_answers=29, created_at=NOW - 5 * DAY),
         answer(409),
         Decision("failed", None, NOW),
@@ -189,17 +189,25 @@ def test_decision_table(facts: Facts, result: AttemptResult, expected: Decision)
     assert POLICY.decide(facts, result) == expected
 
 
-def test_disable_after_and_retry_period_are_settings() -> None:
-    policy = RetryPolicy(
-        disable_after=timedelta(0),
-        retry_period=timedelta(hours=1),
-        clock=lambda: NOW,
-        rng=Ceiling(),
-    )
-    first = policy.decide(Facts(), answer(500))
-    assert first.disable_reason == "every attempt failed for 0:00:00"
+def test_disable_after_bounds_failing_webhooks_and_in_progress_retries() -> None:
+    policy = RetryPolicy(disable_after=timedelta(hours=1), clock=lambda: NOW, rng=Ceiling())
+    assert policy.decide(Facts(failing_since=NOW - 3599), answer(500)).disable_reason is None
+    failing = policy.decide(Facts(failing_since=NOW - 3600), answer(500))
+    assert failing.disable_reason == "every attempt failed for 1:00:00"
     assert policy.decide(Facts(created_at=NOW - 3600), answer(409)).status == "failed"
     assert policy.decide(Facts(created_at=NOW - 3599), answer(409)).status == "retrying"
+    immediate = RetryPolicy(disable_after=timedelta(0), clock=lambda: NOW)
+    assert (
+        immediate.decide(Facts(), answer(500)).disable_reason == "every attempt failed for 0:00:00"
+    )
+
+
+@pytest.mark.parametrize("status", [500, 409, 429, None, 307])
+def test_a_test_send_is_never_retried(status: int | None) -> None:
+    decision = POLICY.decide(Facts(max_attempts=1), answer(status, retry_after=1), retry=False)
+    assert (decision.status, decision.next_attempt_at) == ("failed", None)
+    assert POLICY.decide(Facts(), answer(200), retry=False).status == "success"
+    assert POLICY.decide(Facts(), answer(410), retry=False).disable_reason is not None
 
 
 def test_backoff_growth_is_pinned_by_the_random_source() -> None:

@@ -163,7 +163,32 @@ async def test_a_claim_is_a_lease(store: SenderStore) -> None:
 
     later = now + 7.5
     (taken_over,) = await store.claim("w2", later, later, 10, 5.0)
-    assert taken_over.delivery_id == delivery_id and taken_over.attempt == 1
+    assert taken_over.delivery_id == delivery_id and taken_over.attempt == 2
+    (lost,) = await store.list_attempts(delivery_id)
+    assert (lost.attempt, lost.outcome, lost.response_status) == (1, "failed", None)
+    assert lost.error is not None and lost.error.startswith("worker lost: w1")
+    delivery = await store.get_delivery(delivery_id)
+    assert delivery is not None and (delivery.status, delivery.attempts) == ("pending", 2)
+
+
+async def test_a_crash_loop_is_bounded_by_max_retries(store: SenderStore) -> None:
+    """Each worker takes the lease and dies before recording anything."""
+    await make_hook(store, timeout_seconds=1, max_retries=2)
+    (delivery_id,) = await store.add_event(change())
+    now = time.time()
+    taken = 0
+    while await store.claim(f"doomed-{taken}", now, now, 10, 0.0):
+        taken += 1
+        now += 2  # past the lease: the next worker finds it expired
+        assert taken <= 10, "the delivery is leased again and again"
+    assert taken == 3
+    delivery = await store.get_delivery(delivery_id)
+    assert delivery is not None
+    assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 3, None)
+    assert delivery.error is not None and delivery.error.startswith("worker lost")
+    attempts = await store.list_attempts(delivery_id)
+    assert [(a.attempt, a.outcome) for a in attempts] == [(n, "failed") for n in (1, 2, 3)]
+    assert await store.backlog() == 0
 
 
 async def test_claims_take_the_earliest_due_first_up_to_the_limit(store: SenderStore) -> None:
@@ -190,10 +215,10 @@ async def test_a_success_is_recorded_once(store: SenderStore) -> None:
 
     delivery = await store.get_delivery(delivery_id)
     assert delivery is not None
-    assert (delivery.status, delivery.attempts, delivery.response_status) == ("success", 1, 200)
+    assert (delivery.status, delivery.attempts, delivery.response_status) == ("success", 2, 200)
     assert delivery.next_attempt_at is None and delivery.delivered_at is not None
-    outcomes = [a.outcome for a in await store.list_attempts(delivery_id)]
-    assert outcomes == ["success", "superseded", "failed"]
+    outcomes = [(a.attempt, a.outcome) for a in await store.list_attempts(delivery_id)]
+    assert outcomes == [(1, "failed"), (2, "success"), (1, "superseded"), (1, "failed")]
     assert await store.next_due() is None and await store.backlog() == 0
 
 
@@ -205,7 +230,8 @@ async def test_a_failure_after_the_lease_moved_on_changes_nothing(store: SenderS
     await store.claim("w2", now + 2, now + 2, 10, 0.0)
     await store.record_attempts([recorded(stale, answer(500), "w1")])
     delivery = await store.get_delivery(delivery_id)
-    assert delivery is not None and (delivery.status, delivery.attempts) == ("pending", 0)
+    assert delivery is not None and (delivery.status, delivery.attempts) == ("pending", 2)
+    assert delivery.error is not None and delivery.error.startswith("worker lost")
 
 
 async def test_a_retry_waits_until_it_is_due(store: SenderStore) -> None:
@@ -446,17 +472,29 @@ async def test_deleting_a_webhook_deletes_its_history(store: SenderStore) -> Non
 
 
 async def test_a_test_send_reaches_a_disabled_or_unsubscribed_webhook(store: SenderStore) -> None:
-    hook = await make_hook(store, enabled=False, events=[{"table": "orders"}])
-    (delivery_id,) = await store.add_event(
-        change("INSERT", "test"), only_webhook=hook.id, max_attempts=1
-    )
-    assert await claim_all(store) == [], "not in the due path"
+    hook = await make_hook(store, enabled=False, events=[{"table": "orders"}], timeout_seconds=1)
     now = time.time()
-    (claimed,) = await store.claim("w1", now, now, 1, 5.0, delivery_ids=[delivery_id])
-    assert claimed.max_attempts == 1
-    assert await store.claim("w2", now, now, 1, 5.0, delivery_ids=[delivery_id]) == []
-    await store.record_attempts([recorded(claimed, answer(500))])
-    delivery = await store.get_delivery(delivery_id)
+    claimed = await store.add_test_delivery(change("INSERT", "test"), hook.id, "w1", now, 0.0)
+    assert claimed is not None
+    assert (claimed.attempt, claimed.max_attempts, claimed.webhook_id) == (1, 1, hook.id)
+    assert claimed.event.table == "test"
+    assert await claim_all(store) == [], "leased, and not in the due path"
+    await store.record_attempts(
+        [recorded(claimed, answer(500), decision=Decision("failed", None, now))]
+    )
+    delivery = await store.get_delivery(claimed.delivery_id)
+    assert delivery is not None and (delivery.status, delivery.attempts) == ("failed", 1)
+    assert await store.add_test_delivery(change(), "missing", "w1", now, 0.0) is None
+    assert len(await store.list_deliveries(None, 10, 0)) == 1
+
+
+async def test_an_abandoned_test_send_fails_when_its_lease_expires(store: SenderStore) -> None:
+    hook = await make_hook(store, timeout_seconds=1)
+    now = time.time()
+    claimed = await store.add_test_delivery(change(), hook.id, "w1", now, 0.0)
+    assert claimed is not None
+    assert await store.claim("w2", now + 2, now + 2, 10, 0.0) == []
+    delivery = await store.get_delivery(claimed.delivery_id)
     assert delivery is not None and delivery.status == "failed"
 
 
