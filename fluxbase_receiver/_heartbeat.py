@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import math
 import os
@@ -50,6 +51,8 @@ class Heartbeat:
         self._reset()
 
     def _reset(self) -> None:
+        self._prefix = os.urandom(8).hex() + "-"
+        self._count = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self._live: dict[str, _Live] = {}
         self._running = False
@@ -68,13 +71,19 @@ class Heartbeat:
     ) -> None:
         """Renew ``owner``'s claim on ``key`` until :meth:`drop` (``loop``: an async store's)."""
         live = _Live(store, key, owner, lease, loop)
+        self._live[owner] = live
+        if self._running and live.due >= self._wake_at:  # the common case: nothing to wake
+            return
         with self._cond:
-            self._live[owner] = live
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._run, name="fluxbase-claims", daemon=True).start()
             elif live.due < self._wake_at:
                 self._cond.notify()
+
+    def owner(self) -> str:
+        """A claim owner token unique to this process and call (the prefix is random)."""
+        return f"{self._prefix}{next(self._count)}"
 
     def drop(self, owner: str) -> None:
         """Stop renewing ``owner``'s claim (it was settled, or lost)."""
@@ -86,7 +95,10 @@ class Heartbeat:
                 lives = list(self._live.values())
                 if not lives:
                     self._running = False
-                    return
+                    if not self._live:  # nothing held since: a later hold starts a new thread
+                        return
+                    self._running = True
+                    continue
                 now = time.monotonic()
                 due = [live for live in lives if live.due <= now]
                 if not due:
@@ -135,5 +147,6 @@ class Heartbeat:
 
 
 HEARTBEAT = Heartbeat()
-"""The process's heartbeat (reset in a forked child, which inherits no thread)."""
+"""The process's heartbeat (reset in a forked child, which inherits no thread and must not
+reuse the parent's owner tokens)."""
 os.register_at_fork(after_in_child=HEARTBEAT._reset)

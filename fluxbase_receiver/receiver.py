@@ -451,7 +451,7 @@ class Receiver:
         admitted = self._read_or_refuse(body, headers, method, model, route)
         if isinstance(admitted, Outcome) or admitted.key is None or store is None:
             return admitted
-        owner = _new_owner()
+        owner = HEARTBEAT.owner()
         return self._claimed(admitted, store.claim(admitted.key, owner, self.processing_ttl), owner)
 
     async def admit_async(
@@ -467,7 +467,7 @@ class Receiver:
         admitted = self._read_or_refuse(body, headers, method, model, route)
         if isinstance(admitted, Outcome) or admitted.key is None or self.store is None:
             return admitted
-        owner = _new_owner()
+        owner = HEARTBEAT.owner()
         if not self._store_is_async:
             state = cast(IdempotencyStore, self.store).claim(
                 admitted.key, owner, self.processing_ttl
@@ -655,10 +655,6 @@ def check_model(model: Any) -> None:
             f"model {model.__name__} cannot type records: {reason} (define every type it "
             "refers to, then register the handler)"
         ) from None
-
-
-def _new_owner() -> str:
-    return os.urandom(12).hex()
 
 
 def _bounded(prefix: str, value: str) -> str:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from fluxbase_receiver import (
+    Admitted,
     HandlerError,
     InsertEvent,
     Outcome,
@@ -876,6 +877,26 @@ def test_a_handler_outliving_the_lease_keeps_its_claim() -> None:
         release.set()
         worker.join()
     assert runs == [1]
+
+
+def test_a_claimant_that_outlived_its_lease_leaves_the_next_claim_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fluxbase_receiver import MemoryIdempotencyStore
+
+    now = [0.0]
+    receiver = make_receiver(idempotency=MemoryIdempotencyStore(clock=lambda: now[0]))
+    body = payload(id="evt_1")
+    stale = receiver.admit(body, signed(body))
+    now[0] = 11.0  # the lease ran out (a paused process): the next delivery takes the event
+    fresh = receiver.admit(body, signed(body))
+    assert isinstance(stale, Admitted) and isinstance(fresh, Admitted)
+    with caplog.at_level(logging.WARNING, logger="fluxbase_receiver"):
+        receiver.settle(stale, ok=True)
+    assert "lapsed" in caplog.text
+    assert_refused(receiver.handle(body, signed(body)), 409, "event_in_progress")
+    receiver.settle(fresh, ok=True)
+    assert receiver.handle(body, signed(body)).body["duplicate"] is True
 
 
 # -- fail fast on setup -------------------------------------------------------------------
