@@ -35,6 +35,8 @@ __all__ = [
     "Ordering",
     "SenderStore",
     "open_store",
+    "sqlite_path",
+    "webhook_changes",
 ]
 
 Ordering: TypeAlias = Literal["row", "none"]
@@ -206,15 +208,53 @@ class SenderStore(Protocol):
         ...
 
 
+def webhook_changes(
+    records: Sequence[AttemptRecord],
+) -> list[tuple[str, bool, float | None, str | None]]:
+    """Per webhook in a batch: ``(id, reset, failing_since, disable_reason)``.
+
+    ``reset``: a success ended its run of failures; ``failing_since``: when the run of
+    failures after that (or the one that goes on) started; a reason to disable it.
+    """
+    state: dict[str, tuple[bool, float | None, str | None]] = {}
+    for record in records:
+        reset, failing_since, reason = state.get(record.webhook_id, (False, None, None))
+        decision = record.decision
+        if decision.status == "success":
+            reset, failing_since = True, None
+        elif decision.counted and failing_since is None:
+            failing_since = record.started_at if reset else decision.failing_since
+        state[record.webhook_id] = (reset, failing_since, decision.disable_reason or reason)
+    return [(webhook_id, *change) for webhook_id, change in state.items()]
+
+
 def open_store(database_url: str, *, ordering: Ordering = "row", **options: Any) -> SenderStore:
     """The store for ``database_url`` (not opened yet: ``await store.open()``).
 
-    ``postgresql://...`` (or ``postgres://``) gives a :class:`PostgresStore`; its
-    ``options`` are that class's keyword arguments (``schema``, ``pool_size``, ...).
+    ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` gives a :class:`SQLiteStore`;
+    ``postgresql://...`` (or ``postgres://``) a :class:`PostgresStore`, whose ``options``
+    are that class's keyword arguments (``schema``, ``pool_size``, ...).
     """
     scheme = database_url.partition("://")[0].lower()
+    if scheme == "sqlite":
+        from fluxbase_receiver.sender.sqlite import SQLiteStore
+
+        return SQLiteStore(sqlite_path(database_url), ordering=ordering, **options)
     if scheme in ("postgresql", "postgres"):
         from fluxbase_receiver.sender.postgres import PostgresStore
 
         return PostgresStore(database_url, ordering=ordering, **options)
-    raise ValueError("database_url must start with postgresql://")
+    raise ValueError("database_url must start with sqlite:/// or postgresql://")
+
+
+def sqlite_path(database_url: str) -> str:
+    """The file path of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix) or database_url == prefix:
+        raise ValueError("database_url must look like sqlite:///path/to/file.db")
+    path = database_url[len(prefix) :]
+    if path == ":memory:" or path.startswith("file::memory:"):
+        raise ValueError(
+            "the sender needs a database file that every connection shares, not :memory:"
+        )
+    return path

@@ -40,7 +40,12 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         ' "fluxbase-receiver[postgres]"'
     ) from error
 
-from fluxbase_receiver.sender.backend import AttemptRecord, ClaimedDelivery, Ordering
+from fluxbase_receiver.sender.backend import (
+    AttemptRecord,
+    ClaimedDelivery,
+    Ordering,
+    webhook_changes,
+)
 from fluxbase_receiver.sender.capture import CapturedEvent, check_identifier, wire_body
 from fluxbase_receiver.sender.delivery import MAX_STORED_BODY
 from fluxbase_receiver.sender.models import (
@@ -779,7 +784,7 @@ class PostgresStore:
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[AttemptOutcome]:
         if not records:
             return []
-        arguments = [*_attempt_columns(records), *_webhook_changes(records)]
+        arguments = [*_attempt_columns(records), *_webhook_columns(records)]
         rows = await self._fetch(_RECORD_ATTEMPTS, arguments)
         won = set(rows[0]["won"])
         outcomes: list[AttemptOutcome] = []
@@ -944,23 +949,9 @@ def _attempt_columns(records: Sequence[AttemptRecord]) -> list[list[Any]]:
     ]
 
 
-def _webhook_changes(records: Sequence[AttemptRecord]) -> list[list[Any]]:
-    """Per webhook: whether a success reset its run of failures, the run's start, a reason."""
-    state: dict[str, tuple[bool, float | None, str | None]] = {}
-    for record in records:
-        reset, failing_since, reason = state.get(record.webhook_id, (False, None, None))
-        decision = record.decision
-        if decision.status == "success":
-            reset, failing_since = True, None
-        elif decision.counted and failing_since is None:
-            failing_since = record.started_at if reset else decision.failing_since
-        state[record.webhook_id] = (reset, failing_since, decision.disable_reason or reason)
-    return [
-        list(state),
-        [s[0] for s in state.values()],
-        [s[1] for s in state.values()],
-        [s[2] for s in state.values()],
-    ]
+def _webhook_columns(records: Sequence[AttemptRecord]) -> list[list[Any]]:
+    changes = webhook_changes(records)
+    return [[change[i] for change in changes] for i in range(4)]
 
 
 def _webhook_values(spec: WebhookSpec) -> tuple[Any, ...]:

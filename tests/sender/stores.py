@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fluxbase_receiver.sender.backend import AttemptRecord, ClaimedDelivery, SenderStore
@@ -35,6 +36,19 @@ async def postgres_store(url: str, **options: Any) -> AsyncIterator[Any]:
         yield store
     finally:
         await store.drop()
+        await store.close()
+
+
+@asynccontextmanager
+async def sqlite_store(path: Path, **options: Any) -> AsyncIterator[Any]:
+    """An opened :class:`SQLiteStore` on a new file."""
+    from fluxbase_receiver.sender.sqlite import SQLiteStore
+
+    store = SQLiteStore(path / f"sender-{uuid.uuid4().hex[:8]}.db", **options)
+    await store.open()
+    try:
+        yield store
+    finally:
         await store.close()
 
 
