@@ -261,15 +261,25 @@ def _trigger_name(table: str, operation: str) -> str:
 
 
 class SQLiteStore:
-    """:class:`~fluxbase_receiver.sender.backend.SenderStore` on one SQLite file."""
+    """:class:`~fluxbase_receiver.sender.backend.SenderStore` on one SQLite file.
+
+    ``watch_interval`` is how often a waiting worker looks for commits made by other
+    connections (``PRAGMA data_version``: a read of shared memory, no query).
+    """
 
     def __init__(
-        self, path: str | Path, *, ordering: Ordering = "row", busy_timeout: float = 10.0
+        self,
+        path: str | Path,
+        *,
+        ordering: Ordering = "row",
+        busy_timeout: float = 10.0,
+        watch_interval: float = 0.02,
     ) -> None:
         if ordering not in ("row", "none"):
             raise ValueError("ordering must be 'row' or 'none'")
         self.path = str(path)
         self.ordering: Ordering = ordering
+        self.watch_interval = watch_interval
         self._busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fluxbase-sqlite")
@@ -525,10 +535,19 @@ class SQLiteStore:
         return count
 
     async def wait_for_work(self, timeout: float) -> None:
+        """Return on :meth:`wake`, on a commit to the file by another connection (checked
+        every ``watch_interval``), or after ``timeout``."""
         if self._woken is None:
             raise RuntimeError("open the store first")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._woken.wait(), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen = await self._call(_data_version)
+        while (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), min(left, self.watch_interval))
+                break
+            if await self._call(_data_version) != seen:
+                break
         self._woken.clear()
 
     def wake(self) -> None:
@@ -648,6 +667,12 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA user_version = {number}")
     if version < len(MIGRATIONS):
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+
+def _data_version(db: sqlite3.Connection) -> int:
+    """Changes whenever another connection commits to the file."""
+    version: int = db.execute("PRAGMA data_version").fetchone()[0]
+    return version
 
 
 def _statements(script: str) -> list[str]:

@@ -164,3 +164,15 @@ async def test_emit_joins_the_callers_transaction(store: SQLiteStore, tmp_path: 
     with pytest.raises(TypeError):
         await store.add_event(change(), connection=object())
     app.close()
+
+
+async def test_a_commit_by_another_connection_wakes_a_waiting_worker(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    await make_hook(store)
+    waiting = asyncio.create_task(store.wait_for_work(timeout=300))
+    await asyncio.sleep(0.05)
+    app = connect(str(tmp_path / "app.db"))
+    app.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    app.close()
+    await asyncio.wait_for(waiting, 60)
