@@ -206,8 +206,8 @@ class SQLiteIdempotencyStore:
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+            _use_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
@@ -262,6 +262,23 @@ class SQLiteIdempotencyStore:
         if db is not None:
             db.close()
             self._local.db = None
+
+
+_BUSY_TIMEOUT = 30.0
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL. The switch answers "busy" at once, without waiting for the
+    busy timeout, while another connection switches it too: retry until the timeout."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorname != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class _Transaction:
