@@ -271,7 +271,11 @@ async def test_terminated_connections_are_survived(store: PostgresStore, postgre
 
 
 def start_worker(url: str, schema: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "tests.sender.pg_worker", url, schema], cwd=ROOT)
+    """``fluxbase-receiver sender worker`` on the test's schema."""
+    command = [sys.executable, "-m", "fluxbase_receiver.sender.operate", "worker"]
+    options = ["--database-url", url, "--schema", schema, "--allow-private-networks"]
+    tuning = ["--poll-interval", "0.2", "--lease-grace", "1"]
+    return subprocess.Popen([*command, *options, *tuning], cwd=ROOT)
 
 
 async def run_workers(
