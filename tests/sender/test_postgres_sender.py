@@ -334,3 +334,16 @@ async def test_a_killed_worker_process_is_taken_over(
     store: PostgresStore, postgres_url: str, app_schema: str
 ) -> None:
     await run_workers(store, postgres_url, app_schema, kill_one=True)
+
+
+async def test_a_change_stranded_behind_a_finished_one_is_released(postgres_url: str) -> None:
+    """A change captured while the one ahead of it finished can miss the hand-over."""
+    async with postgres_store(postgres_url, sweep_interval=0) as store:
+        await make_hook(store)
+        await store.add_event(change("INSERT"))
+        (waiting,) = await store.add_event(change("UPDATE"))
+        await store._fetch(  # the head finishes without handing over, as in the race
+            "UPDATE {s}.deliveries SET status = 'success' WHERE id <> %s", (waiting,)
+        )
+        (released,) = await claim_all(store)
+        assert released.delivery_id == waiting
