@@ -13,8 +13,13 @@ Both end with ``NOTIFY`` on a channel named after the schema.
 
 Workers lease due deliveries with ``FOR UPDATE SKIP LOCKED``: a leased delivery's
 ``next_attempt_at`` is its lease's expiry, so it leaves the due index until then and a
-dead worker's work comes back by itself. Attempts are recorded a batch at a time in one
-round trip (a pipeline). Every per-delivery statement goes through an index.
+dead worker's work comes back by itself. Claims and attempts are each one call of a
+server-side function per batch. Every per-delivery statement goes through an index.
+
+The workers' own bookkeeping (leases, attempts) commits without waiting for its WAL
+flush (``synchronous_commit = off`` for those transactions only): a database crash can
+forget its last moments, so a few deliveries are sent again. Captured changes commit
+with the application's transaction and its settings: they are never lost.
 """
 
 from __future__ import annotations
@@ -220,6 +225,7 @@ CREATE FUNCTION {s}.record_attempts(
 DECLARE
     succeeded text[];
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);  -- see the module's notes
     WITH r AS (
         SELECT * FROM unnest(p_ids, p_owners, p_attempts, p_oks, p_statuses, p_next_at,
                              p_counted, p_refused, p_response_statuses, p_bodies, p_errors,
@@ -312,6 +318,7 @@ DECLARE
     picked bigint[];
     lost text[];
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);  -- see the module's notes
     picked := ARRAY(
         SELECT d.seq FROM {s}.deliveries AS d
         WHERE d.status IN ('pending', 'retrying') AND NOT d.blocked AND NOT d.paused
