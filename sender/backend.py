@@ -119,10 +119,15 @@ class SenderStore(Protocol):
     async def add_event(self, event: CapturedEvent, connection: Any | None = None) -> list[str]:
         """Store an event and fan it out into one delivery per matching enabled webhook.
 
-        With ``connection`` (the application's own connection to the same database)
-        the rows are written in its open transaction: rolled back, nothing is sent.
-        Returns the new delivery ids.
+        With ``connection`` (the application's own asynchronous connection to the same
+        database, where the driver has one) the rows are written in its open
+        transaction: rolled back, nothing is sent. Returns the new delivery ids.
         """
+        ...
+
+    def capture(self, event: CapturedEvent, connection: Any) -> list[str]:
+        """:meth:`add_event` in the open transaction of the application's own synchronous
+        connection (``sqlite3`` / psycopg), in the calling thread (the outbox)."""
         ...
 
     async def add_test_delivery(

@@ -633,34 +633,44 @@ class PostgresStore:
 
     # -- capture ------------------------------------------------------------------
 
-    async def add_event(self, event: CapturedEvent, connection: Any | None = None) -> list[str]:
-        """See the protocol; ``connection`` is a psycopg ``Connection`` or ``AsyncConnection``.
-
-        A synchronous connection is used right here, in the calling thread.
-        """
+    def _capture_call(self, event: CapturedEvent) -> tuple[str, tuple[Any, ...]]:
         query = self._sql("SELECT {s}.capture(%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)")
-        params = (
+        key_columns = ["id"] if self.ordering == "row" else None
+        return query, (
             event.event,
             event.schema,
             event.table,
             event.record,
             event.old_record,
-            ["id"] if self.ordering == "row" else None,
+            key_columns,
             event.id,
             event.occurred_at,
         )
-        if isinstance(connection, psycopg.Connection):
-            row = connection.execute(query, params).fetchone()
-        elif isinstance(connection, psycopg.AsyncConnection):
-            row = await (await connection.execute(query, params)).fetchone()
-        elif connection is None:
+
+    async def add_event(self, event: CapturedEvent, connection: Any | None = None) -> list[str]:
+        """See the protocol; ``connection`` is a psycopg ``AsyncConnection``."""
+        query, params = self._capture_call(event)
+        if connection is None:
 
             async def work(conn: psycopg.AsyncConnection[Any]) -> Any:
                 return await (await conn.execute(query, params)).fetchone()
 
             row = await self._run(work)
+        elif isinstance(connection, psycopg.AsyncConnection):
+            row = await (await connection.execute(query, params)).fetchone()
         else:
-            raise TypeError("connection must be a psycopg Connection or AsyncConnection")
+            raise TypeError(
+                "connection must be a psycopg AsyncConnection (capture() takes a Connection)"
+            )
+        return list(row[0]) if row and row[0] else []
+
+    def capture(self, event: CapturedEvent, connection: Any) -> list[str]:
+        """See the protocol; ``connection`` is a psycopg ``Connection``."""
+        if not isinstance(connection, psycopg.Connection):
+            raise TypeError(
+                "connection must be a psycopg Connection (add_event() takes an AsyncConnection)"
+            )
+        row = connection.execute(*self._capture_call(event)).fetchone()
         return list(row[0]) if row and row[0] else []
 
     async def add_test_delivery(

@@ -412,17 +412,20 @@ class SQLiteStore:
     # -- capture ------------------------------------------------------------------
 
     async def add_event(self, event: CapturedEvent, connection: Any | None = None) -> list[str]:
-        """See the protocol; ``connection`` is a ``sqlite3`` connection to the same file.
-
-        With a connection the rows are written right here, in the calling thread.
-        """
-        key = self.ordering == "row"
+        """See the protocol; a SQLite connection is synchronous: give it to :meth:`capture`."""
         if connection is not None:
-            if not isinstance(connection, sqlite3.Connection):
-                raise TypeError("connection must be a sqlite3.Connection")
-            ids = _add_event(connection, event, key)
-        else:
-            ids = await self._write(lambda db: _add_event(db, event, key))
+            raise TypeError("give a sqlite3 connection to capture(), not add_event()")
+        ordered = self.ordering == "row"
+        ids = await self._write(lambda db: _add_event(db, event, ordered))
+        if ids:
+            self.wake()
+        return ids
+
+    def capture(self, event: CapturedEvent, connection: Any) -> list[str]:
+        """See the protocol; ``connection`` is a ``sqlite3`` connection to the same file."""
+        if not isinstance(connection, sqlite3.Connection):
+            raise TypeError("connection must be a sqlite3.Connection")
+        ids = _add_event(connection, event, self.ordering == "row")
         if ids:
             self.wake()
         return ids

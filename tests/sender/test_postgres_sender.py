@@ -193,9 +193,9 @@ async def test_watch_refuses_a_missing_table(store: PostgresStore, app_schema: s
 async def test_emit_joins_the_callers_transaction(store: PostgresStore, postgres_url: str) -> None:
     await make_hook(store)
     with psycopg.connect(postgres_url) as conn:
-        assert await store.add_event(change(record={"id": 1}), conn)
+        assert store.capture(change(record={"id": 1}), conn)
         conn.rollback()
-        (kept,) = await store.add_event(change(record={"id": 2}), conn)
+        (kept,) = store.capture(change(record={"id": 2}), conn)
         assert await store.get_delivery(kept) is None, "not visible before the commit"
         conn.commit()
     async with await psycopg.AsyncConnection.connect(postgres_url) as aconn:
@@ -206,6 +206,10 @@ async def test_emit_joins_the_callers_transaction(store: PostgresStore, postgres
     assert [p["record"]["id"] for p in await payloads(store)] == [2, 4]
     with pytest.raises(TypeError):
         await store.add_event(change(), connection=object())
+    with pytest.raises(TypeError), psycopg.connect(postgres_url) as conn:
+        await store.add_event(change(), conn)
+    with pytest.raises(TypeError):
+        store.capture(change(), object())
 
 
 # -- wake-ups and lost connections ------------------------------------------------------
@@ -227,7 +231,7 @@ async def test_a_commit_elsewhere_wakes_a_waiting_worker(
     await store.wait_for_work(timeout=0.1)  # the wake-up that follows every (re)connection
     waiting = asyncio.create_task(store.wait_for_work(timeout=300))
     with psycopg.connect(postgres_url) as conn:
-        await store.add_event(change(), conn)
+        store.capture(change(), conn)
     await asyncio.wait_for(waiting, 60)
 
 

@@ -155,14 +155,16 @@ async def test_emit_joins_the_callers_transaction(store: SQLiteStore, tmp_path: 
     await make_hook(store)
     app = connect(str(tmp_path / "app.db"))
     app.execute("BEGIN")
-    assert await store.add_event(change(record={"id": 1}), app)
+    assert store.capture(change(record={"id": 1}), app)
     app.execute("ROLLBACK")
     app.execute("BEGIN")
-    await store.add_event(change(record={"id": 2}), app)
+    store.capture(change(record={"id": 2}), app)
     app.execute("COMMIT")
     assert [p["record"]["id"] for p in await payloads(store)] == [2]
     with pytest.raises(TypeError):
-        await store.add_event(change(), connection=object())
+        store.capture(change(), connection=object())
+    with pytest.raises(TypeError):
+        await store.add_event(change(), app)
     app.close()
 
 
