@@ -94,6 +94,11 @@ class Worker:
             self._stopping = None
             logger.info("sender worker %s stopped (%s)", self.owner, _describe(self.totals))
 
+    @property
+    def serving(self) -> bool:
+        """Whether :meth:`serve` is running."""
+        return self._stopping is not None
+
     def stop(self) -> None:
         """Ask :meth:`serve` to drain its sends and return (from the worker's loop)."""
         if self._stopping is not None:
