@@ -559,11 +559,11 @@ def _listen(args: argparse.Namespace) -> int:
         reason = getattr(error, "strerror", None) or error
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
     url = f"http://{args.host}:{server.server_port}"
-    print(f"{style('bold', 'listening')} on {url} (Ctrl-C to stop)", flush=True)
-    if args.forward_to:
-        print(f"forwarding verified events to {args.forward_to}", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        print(f"{style('bold', 'listening')} on {url} (Ctrl-C to stop)", flush=True)
+        if args.forward_to:
+            print(f"forwarding verified events to {args.forward_to}", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopped", flush=True)

@@ -60,8 +60,10 @@ class RawRequest:
 
     @property
     def complete(self) -> bool:
-        """Whether the whole request reaches the server (otherwise no answer is fine)."""
-        return self.framing != "truncated"
+        """Whether the server can tell where the request ends, so it must answer. A server
+        may read a garbage ``Content-Length`` as a number (``5, 5`` is 5) and wait for a
+        body that never comes: the client ends its side, and no answer is fine."""
+        return self.framing in ("exact", "chunked", "none")
 
     @property
     def length_beyond_int(self) -> bool:
@@ -113,7 +115,7 @@ def send(url: str, request: RawRequest, path: str = "/webhooks/fluxbase") -> Ans
         try:
             sock.sendall(request.encode(parts.netloc, path))
             if not request.complete:
-                sock.shutdown(socket.SHUT_WR)  # the rest of the body never comes
+                sock.shutdown(socket.SHUT_WR)  # nothing more comes
             cut_off = False
         except OSError:
             cut_off = True
