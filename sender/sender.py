@@ -27,6 +27,7 @@ from fluxbase_receiver.sender.delivery import (
     signed_headers,
 )
 from fluxbase_receiver.sender.models import (
+    MASK,
     Delivery,
     DeliveryAttempt,
     DeliveryCounts,
@@ -102,10 +103,17 @@ class Webhooks:
     def update(
         self, webhook_id: str, spec: WebhookSpec | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> Webhook:
-        """Change some fields of a webhook (the rest stay); re-enabling clears its failure."""
+        """Change some fields of a webhook (the rest stay); re-enabling clears its failure.
+
+        A header value given as the mask it is shown with keeps its stored value, so a
+        webhook read and written back unchanged keeps its headers.
+        """
         current = self.get(webhook_id).fields()
         merged = {key: current[key] for key in WebhookSpec.model_fields}
-        merged.update(_spec_fields(spec) | fields)
+        changes = _spec_fields(spec) | fields
+        if isinstance(changes.get("headers"), Mapping):
+            changes["headers"] = _unmasked(changes["headers"], current["headers"])
+        merged.update(changes)
         parsed = WebhookSpec.parse(merged)
         if parsed.url != current["url"]:
             self._check_destination(parsed.url)
@@ -529,6 +537,13 @@ def _spec_fields(spec: WebhookSpec | Mapping[str, Any] | None) -> dict[str, Any]
     if isinstance(spec, WebhookSpec):
         return spec.fields()
     return dict(spec)
+
+
+def _unmasked(given: Mapping[str, Any], stored: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        name: stored[name] if value == MASK and name in stored else value
+        for name, value in given.items()
+    }
 
 
 def _bounded(limit: int) -> int:

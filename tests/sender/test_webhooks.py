@@ -293,6 +293,9 @@ def test_custom_header_values_are_write_only(
     assert {r.headers["authorization"] for r in target.requests} == {token}
     updated = sender.webhooks.update(webhook.id, name="renamed")
     assert updated.headers == {"Authorization": token, "X-Tenant": "a"}
+    shown = updated.model_dump(mode="json")
+    written_back = sender.webhooks.update(webhook.id, headers=shown["headers"] | {"X-New": "n"})
+    assert written_back.headers == {"Authorization": token, "X-Tenant": "a", "X-New": "n"}
 
 
 def test_test_sends_never_race_a_running_worker(
