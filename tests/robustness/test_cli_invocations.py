@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from fluxbase_receiver import sign_payload
 from tests.cli.commands import COMMAND, assert_one_line_error, cli, environment
 from tests.servers import bound_socket, free_port
 
+Ran = subprocess.CompletedProcess[str]
 CLOSED = "http://127.0.0.1:9/"
 """The discard port: nothing listens there, and nothing here gets as far as connecting."""
 NOT_UTF8 = b"\xff\xfe"
@@ -229,8 +230,8 @@ def test_bad_invocation_is_one_line_and_a_non_zero_exit(
 # -- signals and closed pipes ------------------------------------------------------------
 
 
-def interrupted(args: list[str], ready: float = 1.0) -> subprocess.CompletedProcess[str]:
-    """Start the command, wait until it blocks, then send it Ctrl-C."""
+def interrupted(args: list[str], blocked: Callable[[subprocess.Popen[bytes]], None]) -> Ran:
+    """Start the command, wait until ``blocked`` says it waits, then send it Ctrl-C."""
     process = subprocess.Popen(
         [*COMMAND, *args],
         stdin=subprocess.PIPE,
@@ -238,16 +239,28 @@ def interrupted(args: list[str], ready: float = 1.0) -> subprocess.CompletedProc
         stderr=subprocess.PIPE,
         env=environment(),
     )
-    time.sleep(ready)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=20)
-    return subprocess.CompletedProcess(
+    try:
+        blocked(process)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    return Ran(
         process.args, process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
     )
 
 
+def reading_stdin(process: subprocess.Popen[bytes]) -> None:
+    """Wait until ``process`` sleeps in a read of its stdin pipe."""
+    wchan = Path(f"/proc/{process.pid}/wchan")
+    deadline = time.monotonic() + 30
+    while "pipe_read" not in wchan.read_text():
+        assert time.monotonic() < deadline, "the command never read its stdin"
+        time.sleep(0.02)
+
+
 def test_ctrl_c_while_reading_stdin_is_one_line() -> None:
-    result = interrupted(["sign", "--secret", "s"])
+    result = interrupted(["sign", "--secret", "s"], reading_stdin)
     assert_one_line_error(result, "interrupted")
     assert result.returncode == 130
 
@@ -255,8 +268,16 @@ def test_ctrl_c_while_reading_stdin_is_one_line() -> None:
 def test_ctrl_c_while_waiting_for_an_answer_is_one_line() -> None:
     with bound_socket() as silent:
         silent.listen()
+        silent.settimeout(30)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
-        result = interrupted(["send", url, "--secret", "s"])
+        connections: list[socket.socket] = []
+
+        def connected(process: subprocess.Popen[bytes]) -> None:
+            connections.append(silent.accept()[0])  # the command is now waiting for an answer
+
+        result = interrupted(["send", url, "--secret", "s"], connected)
+        for conn in connections:
+            conn.close()
     assert_one_line_error(result, "interrupted")
     assert result.returncode == 130
 
