@@ -476,37 +476,38 @@ class PostgresStore:
     # -- lifecycle ----------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._pool.open(wait=True)
+        """Migrate on a connection of its own (an unreachable database fails here, at
+        once), then open the pool."""
         self._loop = asyncio.get_running_loop()
         self._woken = asyncio.Event()
-
-        async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    (f"fluxbase_sender.migrate:{self.schema}",),
+        connection = await psycopg.AsyncConnection.connect(
+            self.database_url, connect_timeout=10, **self._connection_options()
+        )
+        async with connection as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"fluxbase_sender.migrate:{self.schema}",),
+            )
+            await conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
+            await conn.execute(
+                self._sql(
+                    "CREATE TABLE IF NOT EXISTS {s}.migrations (version integer PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
                 )
-                await conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
-                await conn.execute(
-                    self._sql(
-                        "CREATE TABLE IF NOT EXISTS {s}.migrations (version integer PRIMARY KEY,"
-                        " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute(
+                self._sql("SELECT coalesce(max(version), 0) FROM {s}.migrations")
+            )
+            row = await cur.fetchone()
+            current = row[0] if row else 0
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version > current:
+                    await conn.execute(self._sql(script))
+                    await conn.execute(
+                        self._sql("INSERT INTO {s}.migrations (version) VALUES (%s)"),
+                        (version,),
                     )
-                )
-                cur = await conn.execute(
-                    self._sql("SELECT coalesce(max(version), 0) FROM {s}.migrations")
-                )
-                row = await cur.fetchone()
-                current = row[0] if row else 0
-                for version, script in enumerate(MIGRATIONS, start=1):
-                    if version > current:
-                        await conn.execute(self._sql(script))
-                        await conn.execute(
-                            self._sql("INSERT INTO {s}.migrations (version) VALUES (%s)"),
-                            (version,),
-                        )
-
-        await self._run(migrate)
+        await self._pool.open(wait=True)
 
     async def close(self) -> None:
         if self._listener is not None:
