@@ -149,7 +149,7 @@ were numbered has the first three already, in part or whole."""
 
 _NEW_UUID = (
     "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2)"
-    " || '-' || substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2)"
+    " || '-' || substr('89ab', 1 + (random() & 3), 1) || substr(hex(randomblob(2)), 2)"
     " || '-' || hex(randomblob(6)))"
 )
 """A random (version 4) UUID in its usual text form: delivery ids."""
