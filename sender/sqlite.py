@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -222,7 +223,16 @@ def connect(path: str, *, busy_timeout: float = 10.0) -> sqlite3.Connection:
     """An autocommit SQLite connection in WAL mode with a busy timeout."""
     db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode = WAL")
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:  # switching a new file to WAL does not wait for the busy timeout by itself
+            db.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.01)
     db.execute("PRAGMA synchronous = NORMAL")
     return db
 
