@@ -1,4 +1,7 @@
-"""HTTP delivery: the SSRF guard, one POST per attempt, and the retry policy.
+"""HTTP delivery: the SSRF guard, one POST per attempt, and ``Retry-After``.
+
+What an attempt's result means for its delivery is decided by
+:class:`~fluxbase_receiver.sender.policy.RetryPolicy`.
 
 Sends go through one pooled :class:`aiohttp.ClientSession`. The guard judges the
 exact address each connection is about to be made to, right before ``connect()``,
@@ -11,7 +14,6 @@ is saved, by spelling the URL's host the way the HTTP client will.
 from __future__ import annotations
 
 import ipaddress
-import random
 import re
 import socket
 import time
@@ -31,7 +33,6 @@ __all__ = [
     "AttemptResult",
     "DestinationRefused",
     "HttpSender",
-    "backoff_delay",
     "check_address",
     "check_url",
     "destination_host",
@@ -317,14 +318,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
-
-
-def backoff_delay(
-    failures: int, base: float, cap: float, rng: random.Random | Any = random
-) -> float:
-    """Exponential backoff with full jitter: uniform in ``[0, min(cap, base * 2**(n-1))]``."""
-    ceiling = min(cap, base * 2.0 ** min(failures - 1, 60))
-    return float(rng.uniform(0.0, ceiling))
 
 
 def signed_headers(

@@ -4,64 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
-import os
 import signal
-import socket
-import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Mapping
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from fluxbase_receiver.sender.capture import check_identifier, new_event, wire_body
-from fluxbase_receiver.sender.delivery import (
-    AttemptResult,
-    DestinationRefused,
-    HttpSender,
-    backoff_delay,
-    check_url,
-    signed_headers,
-)
+from fluxbase_receiver.sender.backend import Ordering, SenderStore, open_store, sqlite_path
+from fluxbase_receiver.sender.capture import CapturedEvent, check_identifier, new_event
+from fluxbase_receiver.sender.delivery import DestinationRefused, check_url
 from fluxbase_receiver.sender.models import (
     MASK,
     Delivery,
     DeliveryAttempt,
     DeliveryCounts,
-    DeliveryStatus,
     NotFound,
     TestResult,
     Webhook,
     WebhookSpec,
     WebhookValidationError,
 )
-from fluxbase_receiver.sender.store import (
-    AttemptRecord,
-    ClaimedDelivery,
-    SenderStore,
-    SQLiteStore,
-    connect,
-)
+from fluxbase_receiver.sender.policy import RetryPolicy
+from fluxbase_receiver.sender.worker import Worker, default_worker_id
 
 __all__ = ["Sender", "Webhooks"]
 
 logger = logging.getLogger("fluxbase_receiver.sender")
 
-
-def sqlite_path(database_url: str) -> str:
-    """The file path of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
-    prefix = "sqlite:///"
-    if not database_url.startswith(prefix) or database_url == prefix:
-        raise ValueError("database_url must look like sqlite:///path/to/file.db")
-    path = database_url[len(prefix) :]
-    if path == ":memory:" or path.startswith("file::memory:"):
-        raise ValueError(
-            "the sender needs a database file that every connection shares, not :memory:"
-        )
-    return path
+T = TypeVar("T")
 
 
 class Webhooks:
@@ -78,7 +50,7 @@ class Webhooks:
         data = _spec_fields(spec) | fields
         parsed = WebhookSpec.parse(data)
         self._check_destination(parsed.url)
-        return self._store.create_webhook(parsed, time.time())
+        return self._sender._call(self._store.create_webhook(parsed, time.time()))
 
     def _check_destination(self, url: str) -> None:
         """Refuse a URL naming a non-public address unless private networks are allowed."""
@@ -91,11 +63,11 @@ class Webhooks:
 
     def list(self) -> list[Webhook]:
         """Every webhook, oldest first."""
-        return self._store.list_webhooks()
+        return self._sender._call(self._store.list_webhooks())
 
     def get(self, webhook_id: str) -> Webhook:
         """One webhook; raises :class:`NotFound`."""
-        webhook = self._store.get_webhook(webhook_id)
+        webhook = self._sender._call(self._store.get_webhook(webhook_id))
         if webhook is None:
             raise NotFound(f"no webhook with id {webhook_id!r}")
         return webhook
@@ -117,14 +89,14 @@ class Webhooks:
         parsed = WebhookSpec.parse(merged)
         if parsed.url != current["url"]:
             self._check_destination(parsed.url)
-        updated = self._store.update_webhook(webhook_id, parsed, time.time())
+        updated = self._sender._call(self._store.update_webhook(webhook_id, parsed, time.time()))
         if updated is None:
             raise NotFound(f"no webhook with id {webhook_id!r}")
         return updated
 
     def delete(self, webhook_id: str) -> None:
         """Delete a webhook and its delivery history; raises :class:`NotFound`."""
-        if not self._store.delete_webhook(webhook_id):
+        if not self._sender._call(self._store.delete_webhook(webhook_id)):
             raise NotFound(f"no webhook with id {webhook_id!r}")
 
     def get_deliveries(
@@ -132,7 +104,8 @@ class Webhooks:
     ) -> builtins.list[Delivery]:
         """A webhook's deliveries, newest first."""
         self.get(webhook_id)
-        return self._store.list_deliveries(webhook_id, _bounded(limit), max(0, offset))
+        found = self._store.list_deliveries(webhook_id, _bounded(limit), max(0, offset))
+        return self._sender._call(found)
 
     def test(
         self,
@@ -149,16 +122,7 @@ class Webhooks:
         Sent even when the webhook is disabled or does not subscribe to ``table``; it is
         attempted once, not retried. From async code, await :meth:`test_async`.
         """
-        return asyncio.run(
-            self.test_async(
-                webhook_id,
-                event=event,
-                table=table,
-                record=record,
-                old_record=old_record,
-                schema=schema,
-            )
-        )
+        return self._sender._call(self._test(webhook_id, event, table, record, old_record, schema))
 
     async def test_async(
         self,
@@ -171,35 +135,44 @@ class Webhooks:
         schema: str = "public",
     ) -> TestResult:
         """:meth:`test` for async code."""
-        self.get(webhook_id)
-        now = time.time()
+        return await self._sender._call_async(
+            self._test(webhook_id, event, table, record, old_record, schema)
+        )
+
+    async def _test(
+        self, webhook_id: str, event: str, table: str, record: Any, old_record: Any, schema: str
+    ) -> TestResult:
         captured = new_event(
-            event, table, {"test": True} if record is None else record, old_record, schema, now
+            event,
+            table,
+            {"test": True} if record is None else record,
+            old_record,
+            schema,
+            time.time(),
         )
-        sender = self._sender
-        claimed = self._store.add_test_delivery(
-            captured, webhook_id, sender.worker_id, now, sender.lease_grace_seconds
-        )
-        if claimed is None:
+        sent = await self._sender._worker.send_test(captured, webhook_id)
+        if sent is None:
             raise NotFound(f"no webhook with id {webhook_id!r}")
-        async with HttpSender(allow_private_networks=sender.allow_private_networks) as http:
-            _, result = await sender._attempt(http, claimed, retry=False)
+        delivery_id, result = sent
         return TestResult(
             success=result.ok,
             status_code=result.status,
             response_body=result.body,
             error=result.error,
-            delivery_id=claimed.delivery_id,
+            delivery_id=delivery_id,
         )
 
 
 class Sender:
     """Captures row changes and delivers them as signed Fluxbase webhooks.
 
-    ``database_url`` is ``sqlite:///path/to/app.db``: the sender's tables live next
-    to the application's, so :meth:`emit` can join the application's transaction.
-    Run a worker with :meth:`run` (blocking), ``await`` :meth:`serve`, or call
-    :meth:`deliver_pending` from tests and cron jobs.
+    ``database_url`` picks the store: ``sqlite:///path/to/app.db`` (embedded, the
+    sender's tables next to the application's) or ``postgresql://...`` (any number of
+    worker processes on any number of hosts share the work; ``schema`` names the
+    schema of the sender's tables, ``fluxbase_sender`` by default). Either way
+    :meth:`emit` can join the application's transaction. Run a worker with :meth:`run`
+    (blocking), ``await`` :meth:`serve`, or call :meth:`deliver_pending` from tests and
+    cron jobs.
 
     ``allow_private_networks`` turns the SSRF guard off (local development and tests).
     ``concurrency`` caps simultaneous sends per worker. Leases last the webhook's
@@ -208,7 +181,13 @@ class Sender:
     period: a webhook failing every attempt for that long is disabled, and a delivery
     answered 409 (another copy in progress) is retried that long without using up
     ``max_retries``. Finished deliveries older than ``retention`` are pruned by running
-    workers (``None`` keeps them).
+    workers (``None`` keeps them). ``ordering="row"`` (the default) sends a webhook's
+    changes of one row one at a time, in capture order; ``"none"`` sends each as soon
+    as it is due.
+
+    The store's work runs on an event loop of the sender's own, in a thread: the
+    synchronous methods can be called from any thread, the ``async`` ones from any
+    event loop.
     """
 
     def __init__(
@@ -223,11 +202,17 @@ class Sender:
         disable_after: timedelta = timedelta(days=5),
         retention: timedelta | None = timedelta(days=30),
         worker_id: str | None = None,
+        ordering: Ordering = "row",
+        schema: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if schema is not None and not database_url.startswith(("postgresql:", "postgres:")):
+            raise ValueError("schema applies to a postgresql:// database only")
         self.database_url = database_url
-        self.store: SenderStore = SQLiteStore(sqlite_path(database_url))
+        self.store: SenderStore = open_store(
+            database_url, ordering=ordering, **({"schema": schema} if schema else {})
+        )
         self.allow_private_networks = allow_private_networks
         self.concurrency = concurrency
         self.poll_interval = poll_interval
@@ -235,15 +220,34 @@ class Sender:
         self.max_backoff_seconds = max_backoff_seconds
         self.disable_after = disable_after
         self.retention = retention
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = worker_id or default_worker_id()
+        self.policy = RetryPolicy(
+            max_backoff_seconds=max_backoff_seconds, disable_after=disable_after
+        )
+        self._worker = Worker(
+            self.store,
+            policy=self.policy,
+            owner=self.worker_id,
+            concurrency=concurrency,
+            lease_grace_seconds=lease_grace_seconds,
+            poll_interval=poll_interval,
+            allow_private_networks=allow_private_networks,
+            retention=retention,
+        )
         self.webhooks = Webhooks(self)
-        self._wake_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_event: asyncio.Event | None = None
-        self._stopping = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fluxbase-sender", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._call(self.store.open())
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def __repr__(self) -> str:
-        return f"<Sender {self.database_url} worker={self.worker_id}>"
+        return f"<Sender {self.store!r} worker={self.worker_id}>"
 
     def __enter__(self) -> Sender:
         return self
@@ -252,14 +256,40 @@ class Sender:
         self.close()
 
     def close(self) -> None:
-        """Close the sender's database connection."""
-        self.store.close()
+        """Close the sender's database connections."""
+        if self._thread.is_alive():
+            self._call(self.store.close())
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the sender's loop and wait for it (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _call_async(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the sender's loop and await it from the caller's loop."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return await asyncio.wrap_future(future)
 
     # -- capture ------------------------------------------------------------------
 
-    def connect(self) -> sqlite3.Connection:
-        """A new connection to the sender's database (WAL mode, busy timeout, autocommit)."""
-        return connect(sqlite_path(self.database_url))
+    def connect(self) -> Any:
+        """A new connection to the sender's database, for the application's own writes.
+
+        SQLite: a ``sqlite3`` connection (WAL mode, busy timeout, autocommit).
+        PostgreSQL: a ``psycopg.Connection``.
+        """
+        if self.database_url.startswith("sqlite:"):
+            from fluxbase_receiver.sender.sqlite import connect
+
+            return connect(sqlite_path(self.database_url))
+        import psycopg
+
+        return psycopg.connect(self.database_url)
 
     def emit(
         self,
@@ -274,81 +304,100 @@ class Sender:
         """Capture one change and fan it out to the matching enabled webhooks.
 
         ``record`` / ``old_record`` are anything pydantic can serialise to JSON. With
-        ``connection`` (a ``sqlite3`` connection to the same database) the rows are
-        written in that connection's open transaction: rolled back, nothing is sent.
-        Returns the ids of the deliveries created (none when no webhook matched).
+        ``connection`` (the application's own ``sqlite3`` or psycopg connection to the
+        same database) the rows are written in that connection's open transaction:
+        rolled back, nothing is sent. Returns the ids of the deliveries created (none
+        when no webhook matched).
         """
-        captured = new_event(event, table, record, old_record, schema, time.time())
-        if captured.event == "TEST":
-            raise ValueError("TEST events are sent with sender.webhooks.test")
-        ids = self.store.add_event(captured, connection)
-        if ids:
-            self._wake()
-        return ids
+        captured = _captured(event, table, record, old_record, schema)
+        if connection is not None:
+            return self.store.capture(captured, connection)
+        return self._call(self.store.add_event(captured))
+
+    async def emit_async(
+        self,
+        event: str,
+        table: str,
+        record: Any,
+        old_record: Any = None,
+        schema: str = "public",
+        *,
+        connection: Any = None,
+    ) -> list[str]:
+        """:meth:`emit` for async code; ``connection`` is a psycopg ``AsyncConnection``."""
+        captured = _captured(event, table, record, old_record, schema)
+        if connection is not None:
+            return await self.store.add_event(captured, connection)
+        return await self._call_async(self.store.add_event(captured))
 
     def watch(self, table: str, schema: str = "public") -> None:
         """Install triggers capturing INSERT, UPDATE and DELETE on an application table.
 
         The row is captured as JSON with the columns the table has now: run ``watch``
-        again after ``ALTER TABLE``. ``schema`` is the name sent in events.
+        again after ``ALTER TABLE``. PostgreSQL: ``schema`` is the table's schema.
+        SQLite: it is the name sent in events.
         """
-        self.store.watch(check_identifier("table", table), check_identifier("schema", schema))
+        check_identifier("table", table)
+        check_identifier("schema", schema)
+        self._call(self.store.watch(table, schema))
 
-    def unwatch(self, table: str) -> None:
+    def unwatch(self, table: str, schema: str = "public") -> None:
         """Remove the capture triggers of a table."""
-        self.store.unwatch(check_identifier("table", table))
+        check_identifier("table", table)
+        check_identifier("schema", schema)
+        self._call(self.store.unwatch(table, schema))
 
     # -- history ------------------------------------------------------------------
 
     def get_delivery(self, delivery_id: str) -> Delivery:
         """One delivery; raises :class:`NotFound`."""
-        delivery = self.store.get_delivery(delivery_id)
+        delivery = self._call(self.store.get_delivery(delivery_id))
         if delivery is None:
             raise NotFound(f"no delivery with id {delivery_id!r}")
         return delivery
 
     def get_deliveries(self, limit: int = 50, offset: int = 0) -> list[Delivery]:
         """Deliveries of every webhook, newest first."""
-        return self.store.list_deliveries(None, _bounded(limit), max(0, offset))
+        return self._call(self.store.list_deliveries(None, _bounded(limit), max(0, offset)))
 
     def get_attempts(self, delivery_id: str) -> list[DeliveryAttempt]:
         """Every HTTP attempt of a delivery, oldest first."""
         self.get_delivery(delivery_id)
-        return self.store.list_attempts(delivery_id)
+        return self._call(self.store.list_attempts(delivery_id))
 
     def redeliver(self, delivery_id: str) -> Delivery:
         """Queue a delivery's event to its webhook again, as a new delivery (returned)."""
-        new_id = self.store.redeliver(delivery_id, time.time())
+        new_id = self._call(self.store.redeliver(delivery_id, time.time()))
         if new_id is None:
             raise NotFound(f"no delivery with id {delivery_id!r}")
-        self._wake()
         return self.get_delivery(new_id)
 
     def recover(self, since: datetime | float) -> int:
         """Re-queue every failed delivery created at or after ``since``, with fresh retries."""
         moment = since.timestamp() if isinstance(since, datetime) else float(since)
-        count = self.store.recover(moment, time.time())
-        if count:
-            self._wake()
-        return count
+        return self._call(self.store.recover(moment, time.time()))
 
     def prune(self, older_than: timedelta | None = None) -> int:
         """Delete finished deliveries older than ``older_than`` (default: ``retention``)."""
         period = self.retention if older_than is None else older_than
         if period is None:
             return 0
-        return self.store.prune(time.time() - period.total_seconds())
+        return self._call(self.store.prune(time.time() - period.total_seconds()))
+
+    def next_due(self) -> datetime | None:
+        """When the earliest pending delivery can be sent (leases included), or ``None``."""
+        due = self._call(self.store.next_due())
+        return None if due is None else datetime.fromtimestamp(due, UTC)
 
     # -- delivery -----------------------------------------------------------------
 
     def deliver_pending(self) -> DeliveryCounts:
         """Send every delivery due now, once each, and return what happened."""
-        return asyncio.run(self.deliver_pending_async())
+        return self._call(self._worker.deliver_due())
 
     async def deliver_pending_async(self) -> DeliveryCounts:
         """:meth:`deliver_pending` for async code."""
-        async with HttpSender(allow_private_networks=self.allow_private_networks) as http:
-            return await self._pass(http)
+        return await self._call_async(self._worker.deliver_due())
 
     def run(self) -> None:
         """Deliver until :meth:`stop`, SIGINT or SIGTERM (blocking)."""
@@ -362,173 +411,26 @@ class Sender:
         await self.serve()
 
     async def serve(self) -> None:
-        """Deliver until :meth:`stop`: wakes on :meth:`emit`, polls for trigger captures."""
-        self._stopping = False
-        with self._wake_lock:
-            self._loop = asyncio.get_running_loop()
-            self._wake_event = asyncio.Event()
-        wake = self._wake_event
-        logger.info("sender worker %s started", self.worker_id)
-        pruned_at = 0.0
-        try:
-            async with HttpSender(allow_private_networks=self.allow_private_networks) as http:
-                while not self._stopping:
-                    wake.clear()
-                    await self._pass(http)
-                    if self.retention is not None and time.time() - pruned_at > 3600:
-                        pruned_at = time.time()
-                        self.prune()
-                    if self._stopping:
-                        break
-                    await _wait(wake, self._sleep_for())
-        finally:
-            with self._wake_lock:
-                self._loop = self._wake_event = None
-            logger.info("sender worker %s stopped", self.worker_id)
+        """Deliver until :meth:`stop` (cancelling the task stops it too): wakes on
+        captures, polls for those made elsewhere, logs progress at INFO."""
+        await self._call_async(self._worker.serve())
+
+    @property
+    def serving(self) -> bool:
+        """Whether :meth:`serve` is running."""
+        return self._worker.serving
 
     def stop(self) -> None:
         """Ask a running :meth:`serve` / :meth:`run` to finish its sends and return."""
-        self._stopping = True
-        self._wake()
-
-    def _wake(self) -> None:
-        with self._wake_lock:
-            if self._loop is not None and self._wake_event is not None:
-                self._loop.call_soon_threadsafe(self._wake_event.set)
-
-    def _sleep_for(self) -> float:
-        due = self.store.next_due()
-        if due is None:
-            return self.poll_interval
-        return min(self.poll_interval, max(0.0, due - time.time()))
-
-    async def _pass(self, http: HttpSender) -> DeliveryCounts:
-        """Send what is due as of now, ``concurrency`` at a time, each delivery once."""
-        counts = DeliveryCounts()
-        due_before = time.time()
-        running: set[asyncio.Task[tuple[DeliveryStatus, AttemptResult]]] = set()
-        more = True
-        while True:
-            room = self.concurrency - len(running)
-            if more and room > 0:
-                batch = self.store.claim(
-                    self.worker_id, time.time(), due_before, room, self.lease_grace_seconds
-                )
-                more = len(batch) == room
-                running.update(asyncio.create_task(self._attempt(http, c)) for c in batch)
-            if not running:
-                return counts
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                status, _ = task.result()
-                counts.attempted += 1
-                if status == "success":
-                    counts.succeeded += 1
-                elif status == "retrying":
-                    counts.retrying += 1
-                else:
-                    counts.failed += 1
-
-    async def _attempt(
-        self, http: HttpSender, claimed: ClaimedDelivery, *, retry: bool = True
-    ) -> tuple[DeliveryStatus, AttemptResult]:
-        """Send one attempt and record it; ``retry=False`` makes a failure final (test sends)."""
-        body = wire_body(claimed.event, claimed.webhook_id)
-        headers = signed_headers(
-            body, claimed.secret, claimed.event.id, claimed.attempt, claimed.headers
-        )
-        started = time.time()
-        result = await http.post(claimed.url, body, headers, claimed.timeout_seconds)
-        record = self._decide(claimed, result, started, retry)
-        outcome = self.store.record_attempt(record)
-        if result.ok:
-            logger.debug(
-                "delivery %s to webhook %s: %s (%s)",
-                claimed.delivery_id,
-                claimed.webhook_id,
-                outcome,
-                result.status,
-            )
-        else:
-            logger.warning(
-                "delivery %s to webhook %s attempt %d failed (%s); now %s",
-                claimed.delivery_id,
-                claimed.webhook_id,
-                claimed.attempt,
-                result.error,
-                record.status,
-            )
-        if record.disable_reason:
-            logger.warning("webhook %s disabled: %s", claimed.webhook_id, record.disable_reason)
-        return record.status, result
-
-    def _decide(
-        self, claimed: ClaimedDelivery, result: AttemptResult, started: float, retry: bool
-    ) -> AttemptRecord:
-        """The retry policy: what an attempt's result means for its delivery and webhook.
-
-        A 2xx is a success. ``410 Gone`` fails the delivery and disables the webhook. A
-        ``409`` (the receiver is handling another copy of the event) is retried without
-        using up one of ``max_retries``, while the delivery is younger than
-        ``disable_after``. Anything else is retried while attempts remain. A webhook
-        whose attempts have all failed for ``disable_after`` is disabled.
-        """
-        if result.ok:
-            return AttemptRecord(
-                claimed.delivery_id,
-                self.worker_id,
-                claimed.attempt,
-                result,
-                started,
-                "success",
-                None,
-                None,
-            )
-        period = self.disable_after.total_seconds()
-        failing_since = claimed.failing_since or started
-        disable_reason = None
-        status: DeliveryStatus = "failed"
-        delay = None
-        counted = True
-        if result.status == 410:
-            disable_reason = "the receiver answered 410 Gone"
-        elif result.status == 409 and retry:
-            if started - claimed.created_at < period:
-                status, counted = "retrying", False
-                delay = backoff_delay(
-                    claimed.attempt, claimed.retry_backoff_seconds, self.max_backoff_seconds
-                )
-        elif retry and claimed.attempt - claimed.in_progress_answers < claimed.max_attempts:
-            status = "retrying"
-            delay = result.retry_after
-            if delay is None:
-                delay = backoff_delay(
-                    claimed.attempt - claimed.in_progress_answers,
-                    claimed.retry_backoff_seconds,
-                    self.max_backoff_seconds,
-                )
-        next_attempt_at = (
-            None if delay is None else time.time() + min(delay, self.max_backoff_seconds)
-        )
-        if disable_reason is None and started - failing_since >= period:
-            disable_reason = f"every attempt failed for {self.disable_after}"
-        return AttemptRecord(
-            claimed.delivery_id,
-            self.worker_id,
-            claimed.attempt,
-            result,
-            started,
-            status,
-            next_attempt_at,
-            failing_since,
-            disable_reason,
-            counted,
-        )
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._worker.stop)
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+def _captured(event: str, table: str, record: Any, old_record: Any, schema: str) -> CapturedEvent:
+    captured = new_event(event, table, record, old_record, schema, time.time())
+    if captured.event == "TEST":
+        raise ValueError("TEST events are sent with sender.webhooks.test")
+    return captured
 
 
 def _spec_fields(spec: WebhookSpec | Mapping[str, Any] | None) -> dict[str, Any]:

@@ -18,12 +18,12 @@ def deliver_all(sender: Sender, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         sender.deliver_pending()
-        due = sender.store.next_due()
+        due = sender.next_due()
         if due is None:
             return
         if time.monotonic() > deadline:
             raise TimeoutError("deliveries still pending")
-        time.sleep(min(1.0, max(0.0, due - time.time())))
+        time.sleep(min(1.0, max(0.0, due.timestamp() - time.time())))
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from fluxbase_receiver import parse_event
 from fluxbase_receiver.sender.capture import new_event, wire_body
-from fluxbase_receiver.sender.delivery import backoff_delay, parse_retry_after
+from fluxbase_receiver.sender.delivery import parse_retry_after
+from fluxbase_receiver.sender.policy import RetryPolicy
 
 
 @given(st.integers(min_value=0, max_value=10**9))
@@ -41,7 +42,7 @@ def test_unreadable_retry_after_is_ignored_or_a_non_negative_wait(value: str) ->
 def test_backoff_is_full_jitter_under_an_exponential_ceiling(
     failures: int, base: float, cap: float, seed: int
 ) -> None:
-    delay = backoff_delay(failures, base, cap, random.Random(seed))
+    delay = RetryPolicy(max_backoff_seconds=cap, rng=random.Random(seed)).backoff(failures, base)
     assert 0 <= delay <= min(cap, base * 2.0 ** min(failures - 1, 60))
 
 
