@@ -1,6 +1,7 @@
 """``fluxbase-receiver``: sign, verify, send and receive Fluxbase webhooks from a terminal.
 
-Subcommands: ``sign``, ``verify``, ``send``, ``listen``, ``demo`` and ``sender serve``.
+Subcommands: ``sign``, ``verify``, ``send``, ``listen``, ``demo`` and ``sender`` (``serve``,
+``worker``, ``deliveries``, ``redeliver``, ``recover``).
 Secrets come from ``--secret`` or ``FLUXBASE_WEBHOOK_SECRET``. Errors are one line on
 stderr with a non-zero exit status. Ctrl-C stops ``listen`` with status 0; it interrupts
 any other command with one line and status 130.
@@ -579,8 +580,10 @@ def _interrupt(signum: int, frame: object) -> None:
 # -- demo -----------------------------------------------------------------------------
 
 
-_SENDER_COMMANDS = {"demo": "demo", "sender serve": "serve"}
+_SENDER_COMMANDS = {"demo": "demo", "sender serve": "serve", "sender": "operate"}
 """Commands run by a module of the sender (``fluxbase_receiver.sender.<module>.main``)."""
+_SENDER_OPERATIONS = ("worker", "deliveries", "redeliver", "recover")
+"""``sender`` actions run by ``fluxbase_receiver.sender.operate``."""
 
 
 def _sender_command(command: str, argv: list[str]) -> int:
@@ -739,11 +742,12 @@ def _parser() -> argparse.ArgumentParser:
     sender = command(
         "sender",
         "Run the sender (needs the sender extra): 'sender serve' serves the webhooks "
-        "management API and a delivery worker.",
+        "management API and a delivery worker; 'sender worker' runs a worker; 'sender "
+        "deliveries', 'sender redeliver' and 'sender recover' are for operators.",
         f"{PROG} sender serve --database-url sqlite:///app.db --service-key KEY",
     )
-    sender.add_argument("action", choices=["serve"], help="what to run")
-    sender.add_argument("args", nargs=argparse.REMAINDER, help="see 'sender serve --help'")
+    sender.add_argument("action", choices=["serve", *_SENDER_OPERATIONS], help="what to run")
+    sender.add_argument("args", nargs=argparse.REMAINDER, help="see 'sender ACTION --help'")
     return parser
 
 
@@ -755,6 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sender_command("demo", args_list[1:])
         if args_list[:2] == ["sender", "serve"]:
             return _sender_command("sender serve", args_list[2:])
+        if args_list[:1] == ["sender"] and args_list[1:2] and args_list[1] in _SENDER_OPERATIONS:
+            return _sender_command("sender", args_list[1:])
         args = _parser().parse_args(args_list)
         status: int = args.run(args)
         return status

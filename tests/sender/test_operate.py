@@ -132,3 +132,16 @@ def test_a_worker_process_delivers_reports_progress_and_stops_on_sigterm(tmp_pat
     assert worker.returncode == 0
     assert "delivered 20, retrying 0, failed 0, backlog 0" in log
     assert "INFO" in log and "DEBUG" not in log
+
+
+def test_the_command_line_routes_sender_actions_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fluxbase_receiver.cli import main as command_line
+
+    database = f"sqlite:///{tmp_path}/app.db"
+    run(seeded(tmp_path / "app.db"))
+    assert command_line(["sender", "recover", "--since", "0", "--database-url", database]) == 0
+    assert json.loads(capsys.readouterr().out) == {"recovered": 2}
+    assert command_line(["sender", "redeliver", "nope", "--database-url", database]) == 2
+    assert "no delivery with id 'nope'" in capsys.readouterr().err
