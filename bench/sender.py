@@ -1,173 +1,300 @@
-"""Sender throughput on SQLite, one worker, against a loopback receiver.
+"""Sender throughput and latency, captured change to received, on SQLite and PostgreSQL.
 
-Prints deliveries/s for:
+Rows are written to a watched table (the trigger captures them); worker processes
+(``fluxbase-receiver sender worker``) deliver them to a loopback receiver (this
+package's ``Receiver`` behind the Starlette adapter, uvicorn, in a child process) that
+notes when each row arrived. Printed per configuration:
 
-* ``httpx`` and ``aiohttp``: the same signed POSTs with a pooled client (the choice
-  of HTTP client for the sender), concurrency as configured;
-* the sender: ``emit`` N events, then one ``deliver_pending()`` pass (claim, sign,
-  POST, record every attempt in SQLite), as a ratio of the raw aiohttp figure.
+* deliveries/s: one transaction of ``--events`` rows, from its commit to the last
+  receipt, and as a fraction of the ceiling;
+* p50 / p99 latency, commit to receipt, with rows committed five per transaction at
+  half that throughput;
 
-The receiver is this package's ``Receiver`` behind the Starlette adapter, served by
-uvicorn in a child process so it does not share the worker's CPU time slice.
+beside the ceiling: the same receiver measured alone in the same run, an aiohttp client
+posting pre-signed bodies with the workers' concurrency.
 
-    python bench/sender.py [--events 2000] [--concurrency 16]
+    python bench/sender.py [--events 5000] [--concurrency 16] [--postgres-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
+PER_TRANSACTION = 5
 
 
 def receiver_app():  # type: ignore[no-untyped-def]
     from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     from fluxbase_receiver import Receiver
     from fluxbase_receiver.adapters.starlette import webhook_endpoint
 
     receiver = Receiver(SECRET)
+    received: dict[str, float] = {}
 
     @receiver.on("*", threaded=False)
-    def handle(event: object) -> None:
-        return None
+    def handle(event) -> None:  # type: ignore[no-untyped-def]
+        received[str((event.record or {}).get("id"))] = time.time()
 
-    return Starlette(routes=[Route("/hook", webhook_endpoint(receiver))])
+    async def stats(request):  # type: ignore[no-untyped-def]
+        if request.method == "DELETE":
+            received.clear()
+        return JSONResponse(received)
 
-
-def serve(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(receiver_app(), host="127.0.0.1", port=port, log_level="warning")
+    return Starlette(
+        routes=[
+            Route("/hook", webhook_endpoint(receiver), methods=["POST"]),
+            Route("/stats", stats, methods=["GET", "DELETE"]),
+        ]
+    )
 
 
 def start_receiver() -> tuple[subprocess.Popen[bytes], str]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(ROOT))
     from tests.servers import free_port, wait_for_port
 
     port = free_port()
     process = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
     wait_for_port(port)
-    return process, f"http://127.0.0.1:{port}/hook"
+    return process, f"http://127.0.0.1:{port}"
 
 
-def bodies(count: int) -> list[tuple[bytes, dict[str, str]]]:
+def receipts(base: str, clear: bool = False) -> dict[str, float]:
+    request = urllib.request.Request(f"{base}/stats", method="DELETE" if clear else "GET")
+    with urllib.request.urlopen(request) as response:
+        found: dict[str, float] = json.loads(response.read())
+        return found
+
+
+async def ceiling(base: str, count: int, concurrency: int) -> float:
+    """The receiver alone: pre-signed bodies posted by an aiohttp client."""
+    import aiohttp
+
     from fluxbase_receiver.sender.capture import new_event, wire_body
     from fluxbase_receiver.sender.delivery import signed_headers
 
-    out = []
+    payloads = []
     for i in range(count):
-        event = new_event(
-            "INSERT", "orders", {"id": i, "item": "book"}, None, "public", time.time()
-        )
+        event = new_event("INSERT", "orders", {"id": f"c{i}"}, None, "public", time.time())
         body = wire_body(event, "bench")
-        out.append((body, signed_headers(body, SECRET, event.id, 1, {})))
-    return out
+        payloads.append((body, signed_headers(body, SECRET, event.id, 1, {})))
+    queue = iter(payloads)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
 
-
-async def run_limited(count: int, concurrency: int, send) -> None:  # type: ignore[no-untyped-def]
-    queue = iter(range(count))
-
-    async def worker() -> None:
-        for index in queue:
-            await send(index)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def bench_httpx(url: str, payloads, concurrency: int) -> float:  # type: ignore[no-untyped-def]
-    import httpx
-
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
-
-        async def send(i: int) -> None:
-            body, headers = payloads[i]
-            response = await client.post(url, content=body, headers=headers, timeout=30)
-            assert response.status_code == 200, response.text
+        async def post_all() -> None:
+            for body, headers in queue:
+                async with http.post(f"{base}/hook", data=body, headers=headers) as response:
+                    await response.read()
+                    assert response.status == 200
 
         started = time.perf_counter()
-        await run_limited(len(payloads), concurrency, send)
-        return len(payloads) / (time.perf_counter() - started)
+        await asyncio.gather(*(post_all() for _ in range(concurrency)))
+        return count / (time.perf_counter() - started)
 
 
-async def bench_aiohttp(url: str, payloads, concurrency: int) -> float:  # type: ignore[no-untyped-def]
-    import aiohttp
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def send(i: int) -> None:
-            body, headers = payloads[i]
-            async with session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                await response.read()
-                assert response.status == 200
-
-        started = time.perf_counter()
-        await run_limited(len(payloads), concurrency, send)
-        return len(payloads) / (time.perf_counter() - started)
+def start_workers(
+    url: str, count: int, concurrency: int, schema: str | None
+) -> list[subprocess.Popen[bytes]]:
+    command = [sys.executable, "-m", "fluxbase_receiver.sender.operate", "worker"]
+    options = ["--database-url", url, "--concurrency", str(concurrency), "--allow-private-networks"]
+    if schema:
+        options += ["--schema", schema]
+    return [
+        subprocess.Popen([*command, *options], cwd=ROOT, stderr=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
 
 
-def bench_sender(url: str, count: int, concurrency: int) -> tuple[float, float]:
-    from fluxbase_receiver.sender import Sender
+def wait_for(base: str, keys: list[str]) -> dict[str, float]:
+    while True:
+        got = receipts(base)
+        if all(k in got for k in keys):
+            return got
+        time.sleep(0.05)
+
+
+def measure(
+    base: str, write: Callable[[list[str]], None], count: int
+) -> tuple[float, float, float]:
+    """Throughput of one big transaction, then latency at half of it."""
+    receipts(base, clear=True)
+    bulk = [f"t{i}" for i in range(count)]
+    write(bulk)
+    committed = time.time()
+    got = wait_for(base, bulk)
+    rate = count / (max(got[k] for k in bulk) - committed)
+
+    pace = rate / 2
+    commits: dict[str, float] = {}
+    transactions = max(20, int(min(count, pace * 4) / PER_TRANSACTION))
+    started = time.time()
+    for t in range(transactions):
+        keys = [f"l{t}_{j}" for j in range(PER_TRANSACTION)]
+        write(keys)
+        now = time.time()
+        commits.update(dict.fromkeys(keys, now))
+        time.sleep(max(0.0, started + (t + 1) * PER_TRANSACTION / pace - time.time()))
+    got = wait_for(base, list(commits))
+    latencies = sorted((got[k] - commits[k]) * 1000 for k in commits)
+    return rate, statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
+
+
+async def make_webhook(store, base: str) -> None:  # type: ignore[no-untyped-def]
+    from fluxbase_receiver.sender.models import WebhookSpec
+
+    spec = WebhookSpec.parse({"name": "bench", "url": f"{base}/hook", "secret": SECRET})
+    await store.create_webhook(spec, time.time())
+
+
+def bench_sqlite(base: str, count: int, concurrency: int) -> tuple[float, float, float]:
+    from fluxbase_receiver.sender.sqlite import SQLiteStore, connect
 
     with tempfile.TemporaryDirectory() as tmp:
-        sender = Sender(
-            f"sqlite:///{tmp}/bench.db", allow_private_networks=True, concurrency=concurrency
-        )
-        sender.webhooks.create(name="bench", url=url, secret=SECRET, events=[{"table": "*"}])
-        started = time.perf_counter()
-        db = sender.connect()
-        db.execute("BEGIN")
-        for i in range(count):
-            sender.emit("INSERT", "orders", {"id": i, "item": "book"}, connection=db)
-        db.execute("COMMIT")
-        captured = count / (time.perf_counter() - started)
-        started = time.perf_counter()
-        counts = sender.deliver_pending()
-        delivered = counts.succeeded / (time.perf_counter() - started)
-        assert counts.succeeded == count, counts
-        sender.close()
-    return captured, delivered
+        path = f"{tmp}/app.db"
+        app = connect(path)
+        app.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, item TEXT)")
+
+        async def prepare() -> None:
+            store = SQLiteStore(path)
+            await store.open()
+            await make_webhook(store, base)
+            await store.watch("orders", "public")
+            await store.close()
+
+        asyncio.run(prepare())
+
+        def write(keys: list[str]) -> None:
+            app.execute("BEGIN")
+            app.executemany("INSERT INTO orders VALUES (?, 'book')", [(k,) for k in keys])
+            app.execute("COMMIT")
+
+        workers = start_workers(f"sqlite:///{path}", 1, concurrency, None)
+        try:
+            time.sleep(1.5)
+            return measure(base, write, count)
+        finally:
+            stop(workers)
+            app.close()
+
+
+def bench_postgres(
+    url: str, base: str, workers: int, count: int, concurrency: int
+) -> tuple[float, float, float]:
+    import psycopg
+
+    from fluxbase_receiver.sender.postgres import PostgresStore
+
+    schema = f"fbs_bench_{uuid.uuid4().hex[:8]}"
+    table = f"public.bench_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(url, schema=schema)
+    app = psycopg.connect(url, autocommit=True)
+    app.execute(f"CREATE TABLE {table} (id text PRIMARY KEY, item text)")
+
+    async def prepare() -> None:
+        await store.open()
+        await make_webhook(store, base)
+        await store.watch(table.split(".")[1], "public")
+        await store.close()
+
+    async def drop() -> None:
+        dropping = PostgresStore(url, schema=schema)
+        await dropping.open()
+        await dropping.drop()
+        await dropping.close()
+
+    def write(keys: list[str]) -> None:
+        with app.transaction(), app.cursor() as cur:
+            cur.executemany(f"INSERT INTO {table} VALUES (%s, 'book')", [(k,) for k in keys])
+
+    asyncio.run(prepare())
+    processes = start_workers(url, workers, concurrency, schema)
+    try:
+        time.sleep(1.5)
+        return measure(base, write, count)
+    finally:
+        stop(processes)
+        app.execute(f"DROP TABLE {table}")
+        app.close()
+        asyncio.run(drop())
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(30)
+
+
+def postgres_reachable(url: str) -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except Exception:
+        return False
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "FLUXBASE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        import uvicorn
+
+        uvicorn.run(receiver_app(), host="127.0.0.1", port=args.serve, log_level="warning")
         return
-    process, url = start_receiver()
+    receiver, base = start_receiver()
+    rows = []
     try:
-        payloads = bodies(args.events)
-        asyncio.run(bench_aiohttp(url, payloads[:200], args.concurrency))  # warm up
-        httpx_rate = asyncio.run(bench_httpx(url, bodies(args.events), args.concurrency))
-        aiohttp_rate = asyncio.run(bench_aiohttp(url, bodies(args.events), args.concurrency))
-        captured, delivered = bench_sender(url, args.events, args.concurrency)
+        asyncio.run(ceiling(base, 500, args.concurrency))  # warm up
+        top = asyncio.run(ceiling(base, args.events, args.concurrency))
+        rows.append(("SQLite, 1 worker", bench_sqlite(base, args.events, args.concurrency)))
+        if postgres_reachable(args.postgres_url):
+            for workers in (1, 4):
+                label = f"PostgreSQL, {workers} worker{'s' if workers > 1 else ''}"
+                result = bench_postgres(
+                    args.postgres_url, base, workers, args.events, args.concurrency
+                )
+                rows.append((label, result))
+        else:
+            print(f"PostgreSQL not reachable at {args.postgres_url}: its rows are left out")
     finally:
-        process.terminate()
-        process.wait(10)
-    print(f"{args.events} events, concurrency {args.concurrency}, loopback receiver (uvicorn)")
-    print(f"  httpx   raw POSTs      {httpx_rate:9.0f} /s")
-    ratio = aiohttp_rate / httpx_rate
-    print(f"  aiohttp raw POSTs      {aiohttp_rate:9.0f} /s   ({ratio:.2f}x httpx)")
-    print(f"  sender  emit (outbox)  {captured:9.0f} /s")
+        receiver.terminate()
+        receiver.wait(10)
     print(
-        f"  sender  deliveries     {delivered:9.0f} /s   "
-        f"({delivered / aiohttp_rate:.2f}x raw aiohttp; SQLite, one worker)"
+        f"{args.events} captured rows, concurrency {args.concurrency} per worker, loopback"
+        f" receiver; {os.cpu_count()} cores"
     )
+    print(f"  {'':<22} {'deliveries/s':>12} {'of ceiling':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"  {'receiver ceiling':<22} {top:12.0f} {1:10.2f}")
+    for label, (rate, p50, p99) in rows:
+        print(f"  {label:<22} {rate:12.0f} {rate / top:10.2f} {p50:8.1f} {p99:8.1f}")
 
 
 if __name__ == "__main__":
