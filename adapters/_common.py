@@ -1,17 +1,19 @@
 """Pieces every adapter shares: the missing-framework message, the respond options,
-response headers, and the answer when a view or route function that handles an event fails.
+response headers, the answers for a cut-short body and for a view or route function that
+failed, and running handlers after an early answer.
 Claims are settled with the core's ``Receiver.settle`` / ``Receiver.settle_async``."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from http import HTTPStatus
 from typing import Literal, TypeAlias
 
-from fluxbase_receiver.errors import HandlerError, PayloadTooLarge
+from fluxbase_receiver.errors import HandlerError, InvalidPayload, PayloadTooLarge
 from fluxbase_receiver.events import WebhookEvent
-from fluxbase_receiver.receiver import Outcome
+from fluxbase_receiver.receiver import Admitted, Outcome, Receiver
 
 logger = logging.getLogger("fluxbase_receiver")
 
@@ -63,6 +65,11 @@ def too_large(limit: int) -> Outcome:
     return Outcome.refuse(PayloadTooLarge(f"body exceeds {limit} bytes"))
 
 
+def cut_short() -> Outcome:
+    """The 400 refusal for a body that ended early or could not be read."""
+    return Outcome.refuse(InvalidPayload("the body ended before its Content-Length"))
+
+
 def response_headers(outcome: Outcome) -> dict[str, str]:
     """``Content-Type: application/json``, plus ``Allow: POST`` on a 405."""
     if outcome.status == 405:
@@ -79,3 +86,23 @@ def view_failed(event: WebhookEvent, error: Exception) -> Outcome:
         exc_info=(type(error), error, error.__traceback__),
     )
     return Outcome.refuse(HandlerError("the webhook view failed", (error,)), event)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def process_in_background(receiver: Receiver, admitted: Admitted) -> None:
+    """Run ``admitted``'s handlers in a task of the running event loop, after the answer.
+
+    Failures are logged and release the claim (the sender already got its 202).
+    """
+    task = asyncio.get_running_loop().create_task(_process(receiver, admitted))
+    _BACKGROUND.add(task)  # the loop keeps only a weak reference
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+async def _process(receiver: Receiver, admitted: Admitted) -> None:
+    try:
+        await receiver.process_async(admitted)
+    except Exception:
+        logger.exception("background webhook processing failed")

@@ -11,7 +11,8 @@ below are available in every test with no import.
     ``fluxbase_signer(event) -> (body, headers)`` exactly as a Fluxbase server sends them.
 ``fluxbase_post``
     ``fluxbase_post(target, event) -> WebhookResponse``: signs and posts to a Flask app or
-    test client, a Starlette/FastAPI app or ``TestClient``, or an AWS Lambda handler.
+    test client, a Starlette/FastAPI app or ``TestClient``, a Django application or test
+    ``Client``, or an AWS Lambda handler.
 ``fluxbase_recorder``
     Records which handlers of a :class:`~fluxbase_receiver.Receiver` ran with which events.
 
@@ -269,9 +270,12 @@ def post_event(
     """POST ``body`` with ``headers`` to ``target`` and return the uniform response.
 
     ``target``: a Flask app or its test client (any werkzeug test client), a
-    Starlette/FastAPI app or its ``TestClient`` (any ``httpx.Client``), or an AWS Lambda
-    handler ``handler(event, context)``, called with an API Gateway, Function URL or ALB
-    event in ``lambda_format``.
+    Starlette/FastAPI app or its ``TestClient`` (any ``httpx.Client``), Django's WSGI or
+    ASGI application (posted through a ``django.test.Client``, which serves the project's
+    ``ROOT_URLCONF`` as host ``testserver``: use Django's test environment, e.g.
+    pytest-django) or a test ``Client``, or an AWS Lambda handler
+    ``handler(event, context)``, called with an API Gateway, Function URL or ALB event in
+    ``lambda_format``.
     """
     if callable(getattr(target, "test_client", None)):
         target = target.test_client()
@@ -288,11 +292,24 @@ def post_event(
     if httpx_client is not None and isinstance(target, httpx_client):
         answer = target.post(path, content=body, headers=dict(headers))
         return WebhookResponse.build(answer.status_code, answer.content, answer.headers)
+    django_handler = _loaded_type("django.core.handlers.base", "BaseHandler")
+    if django_handler is not None and isinstance(target, django_handler):
+        from django.test import Client
+
+        target = Client()
+    django_client = _loaded_type("django.test.client", "Client")
+    if django_client is not None and isinstance(target, django_client):
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        answer = target.generic(
+            "POST", path, body, content_type=content_type, headers=dict(headers)
+        )
+        return WebhookResponse.build(answer.status_code, answer.content, answer.headers)
     if callable(target):
         return _post_lambda(target, body, headers, path, lambda_format)
     raise TypeError(
         f"cannot post to {type(target).__name__}: pass a Flask app or test client, "
-        "a Starlette/FastAPI app or TestClient, or a Lambda handler"
+        "a Starlette/FastAPI app or TestClient, a Django application or test Client, "
+        "or a Lambda handler"
     )
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 from unittest.mock import patch
 from urllib.parse import urlsplit
 
 from fluxbase_receiver import MemoryIdempotencyStore, sign_payload
+from tests.servers import bound_socket, run_asgi, run_wsgi
 
 SECRET = "whsec_adapter-tests"
 PATH = "/webhooks/fluxbase"
@@ -127,3 +131,59 @@ def partial_upload(url: str, declared: int | None, send: int) -> str:
             sock.sendall(b"10000\r\n" + chunk + b"\r\n" if declared is None else chunk)
         with sock.makefile("rb") as reader:
             return reader.readline().decode().strip()
+
+
+@contextmanager
+def run_aiohttp(app: Any) -> Iterator[str]:
+    """Serve an aiohttp ``web.Application`` on a free loopback port, its event loop in a
+    thread; yield its URL."""
+    from aiohttp import web
+
+    sock = bound_socket()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)  # a lingering refusal
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.SockSite(runner, sock).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        sock.close()
+
+
+class URLConf:
+    """A URL configuration object (Django takes any object with ``urlpatterns``)."""
+
+    def __init__(self, urlpatterns: list[Any]) -> None:
+        self.urlpatterns = urlpatterns
+
+
+def setup_django() -> None:
+    """Set Django up with the example project's settings (no database, CSRF middleware on)."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_project.settings")
+    django.setup(set_prefix=False)
+
+
+@contextmanager
+def run_django(urlpatterns: list[Any], *, asgi: bool, **settings: Any) -> Iterator[str]:
+    """Serve ``urlpatterns`` with the example project's settings (``settings`` override
+    them): Django's ASGI handler under uvicorn, or its WSGI handler under waitress."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import override_settings
+
+    setup_django()
+    with override_settings(ROOT_URLCONF=URLConf(urlpatterns), **settings):
+        if asgi:
+            with run_asgi(ASGIHandler()) as url:
+                yield url
+        else:
+            with run_wsgi(WSGIHandler()) as url:
+                yield url
