@@ -351,3 +351,41 @@ async def test_a_change_stranded_behind_a_finished_one_is_released(postgres_url:
         )
         (released,) = await claim_all(store)
         assert released.delivery_id == waiting
+
+
+def test_the_sender_runs_on_postgresql(postgres_url: str, app_schema: str) -> None:
+    """The facade end to end: watch, the outbox, deliveries, history, the worker."""
+    from fluxbase_receiver.sender import Sender
+
+    target = ScriptedReceiver(SECRET)
+    with serving(target) as url:
+        sender = Sender(postgres_url, schema=unique_schema(), allow_private_networks=True)
+        try:
+            hook = sender.webhooks.create(
+                name="pg", url=url, secret=SECRET, events=[{"table": "*"}]
+            )
+            execute(postgres_url, f"CREATE TABLE {app_schema}.orders (id int PRIMARY KEY, n int)")
+            sender.watch("orders", schema=app_schema)
+            with sender.connect() as app:
+                app.execute(f"INSERT INTO {app_schema}.orders VALUES (1, 1)")
+                sender.emit(
+                    "UPDATE", "orders", {"id": 1, "n": 2}, schema=app_schema, connection=app
+                )
+            with sender.connect() as app:
+                app.execute(f"INSERT INTO {app_schema}.orders VALUES (2, 1)")
+                app.rollback()
+            assert sender.deliver_pending().succeeded == 2, "the UPDATE goes once the INSERT did"
+            assert [(e.event, e.record["id"]) for e in target.events] == [  # type: ignore[index]
+                ("INSERT", 1),
+                ("UPDATE", 1),
+            ]
+            (latest, first) = sender.webhooks.get_deliveries(hook.id)
+            assert {first.status, latest.status} == {"success"}
+            again = sender.redeliver(first.id)
+            assert sender.webhooks.test(hook.id).success
+            assert sender.deliver_pending().succeeded == 1
+            assert sender.get_delivery(again.id).status == "success"
+            assert sender.next_due() is None
+        finally:
+            sender._call(sender.store.drop())  # type: ignore[attr-defined]
+            sender.close()
