@@ -117,11 +117,6 @@ def test_each_source_refuses_with_the_core_statuses(source: str, receiver: Recei
         assert response.get("statusDescription", description) == description
 
 
-def test_405_names_the_allowed_method(receiver: Receiver) -> None:
-    response = lambda_handler(receiver)(lambda_event("http_api_v2", b"", method="GET"), None)
-    assert response["headers"]["Allow"] == "POST"
-
-
 def test_missing_is_base64_encoded_means_plain_text(receiver: Receiver) -> None:
     event = lambda_event("alb", event_body(), base64_body=False)
     del event["isBase64Encoded"]

@@ -52,11 +52,6 @@ def test_middleware_handles_its_path_and_passes_the_rest(make_app: Any) -> None:
     with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
         assert client.get("/").text in ("app saw GET /", "flask index")
         assert post(client, event_body(id=1)).json() == {"ok": True}
-        assert client.get(PATH).status_code == 405
-        assert (
-            client.post(PATH, content=b"{}", headers={"Content-Type": "text/xml"}).status_code
-            == 415
-        )
     assert [e.row["id"] for e in seen] == [1]
 
 
@@ -114,24 +109,6 @@ def test_a_body_of_exactly_the_limit_is_read_whole() -> None:
             PATH, content=iter([body[:10], body[10:]]), headers=signed_headers(body)
         )
         assert chunked.json() == {"ok": True}
-        assert post(client, body).json() == {"ok": True, "duplicate": True}
-
-
-def test_respond_immediately_runs_handlers_on_the_pool() -> None:
-    store = WatchedStore()
-    receiver = Receiver(SECRET, idempotency=store)
-    gate = Gate()
-    receiver.on("orders")(gate)
-    app = FluxbaseWSGIMiddleware(bare, receiver, respond="immediately")
-    body = with_event_id(event_body(id=3), "evt-3")
-    with run_wsgi(app) as url, httpx.Client(base_url=url) as client:
-        response = post(client, body)
-        assert response.status_code == 202
-        assert response.json() == {"ok": True, "accepted": True}
-        assert gate.started.wait(timeout=20)
-        assert post(client, body).status_code == 409
-        gate.release.set()
-        assert store.settled.acquire(timeout=20)
         assert post(client, body).json() == {"ok": True, "duplicate": True}
 
 
