@@ -80,7 +80,13 @@ from django.urls import URLPattern, path  # noqa: E402
 from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 
 from fluxbase_receiver.events import EventFilter  # noqa: E402
-from fluxbase_receiver.receiver import Outcome, Receiver, accepted, check_model  # noqa: E402
+from fluxbase_receiver.receiver import (  # noqa: E402
+    Headers,
+    Outcome,
+    Receiver,
+    accepted,
+    check_model,
+)
 
 __all__ = [
     "read_body",
@@ -110,13 +116,13 @@ def to_response(outcome: Outcome) -> HttpResponse:
     )
 
 
-def read_body(request: HttpRequest, receiver: Receiver) -> bytes | Outcome:
+def read_body(request: HttpRequest, receiver: Receiver, headers: Headers) -> bytes | Outcome:
     """The body (``request.body``); the 405/413/415 refusal, or 400 for an unreadable body.
 
     The limit is the smaller of ``receiver.max_body_bytes`` and Django's
-    ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``. ``headers`` are the request's (:func:`request_headers`).
     """
-    refusal = receiver.precheck(request.method or "GET", request_headers(request))
+    refusal = receiver.precheck(request.method or "GET", headers)
     if refusal is not None:
         return refusal
     own: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -149,18 +155,19 @@ def webhook_endpoint(
             raise ValueError("respond='immediately' and deadline need asynchronous=True")
 
         def fluxbase_webhook(request: HttpRequest) -> HttpResponse:
-            body = read_body(request, receiver)
+            headers = request_headers(request)
+            body = read_body(request, receiver, headers)
             if isinstance(body, Outcome):
                 return to_response(body)
-            return to_response(receiver.handle(body, request_headers(request)))
+            return to_response(receiver.handle(body, headers))
 
         return csrf_exempt(fluxbase_webhook)
 
     async def fluxbase_webhook_async(request: HttpRequest) -> HttpResponse:
-        body = read_body(request, receiver)
+        headers = request_headers(request)
+        body = read_body(request, receiver, headers)
         if isinstance(body, Outcome):
             return to_response(body)
-        headers = request_headers(request)
         if not isinstance(request, ASGIRequest):  # no loop outlives this request: answer after
             return to_response(await receiver.handle_async(body, headers))
         if respond == "after_handlers":
@@ -218,10 +225,11 @@ def _sync_wrapper(
     receiver: Receiver, route: EventFilter, model: type[Any] | None, view: View
 ) -> Callable[..., HttpResponse]:
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        body = read_body(request, receiver)
+        headers = request_headers(request)
+        body = read_body(request, receiver, headers)
         if isinstance(body, Outcome):
             return to_response(body)
-        admitted = receiver.admit(body, request_headers(request), model=model, route=route)
+        admitted = receiver.admit(body, headers, model=model, route=route)
         if isinstance(admitted, Outcome):
             return to_response(admitted)
         if not route.accepts(admitted.event):  # the receiver's handlers run; the view not
@@ -251,10 +259,10 @@ def _async_wrapper(
     view: Callable[..., Awaitable[Any]],
 ) -> Callable[..., Awaitable[HttpResponse]]:
     async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        body = read_body(request, receiver)
+        headers = request_headers(request)
+        body = read_body(request, receiver, headers)
         if isinstance(body, Outcome):
             return to_response(body)
-        headers = request_headers(request)
         admitted = await receiver.admit_async(body, headers, model=model, route=route)
         if isinstance(admitted, Outcome):
             return to_response(admitted)
