@@ -283,7 +283,7 @@ def parse_event(
                 adapter.validate_json(body)  # a strict model: JSON's rules decide what passes
             event = adapter.validate_python(_exact_json(body), strict=False)
         else:
-            event = adapter.validate_json(body)
+            event = adapter.validator.validate_json(body)  # TypeAdapter.validate_json, unwrapped
     except ValidationError as error:
         if error.errors()[0]["type"] == "json_invalid":
             raise InvalidPayload("body is not valid JSON") from None

@@ -126,48 +126,50 @@ class MemoryIdempotencyStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _put(self, key: str, entry: tuple[ClaimState, float, str | None]) -> None:
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+    def claim(self, key: str, owner: str, lease: float) -> ClaimState:
+        now = self._clock()
+        entries = self._entries
+        with self._lock:
+            entry = entries.get(key)
+            if entry is not None:
+                if entry[1] > now:
+                    return entry[0]
+                del entries[key]  # expired: claimed anew, as the newest entry
+            entries[key] = (ClaimState.IN_PROGRESS, now + lease, owner)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
+            return ClaimState.NEW
 
-    def _held(self, key: str, owner: str) -> bool:
+    def _held(self, key: str, owner: str, now: float) -> bool:
         entry = self._entries.get(key)
         return (
             entry is not None
-            and entry[0] is ClaimState.IN_PROGRESS
             and entry[2] == owner
-            and entry[1] > self._clock()
+            and entry[0] is ClaimState.IN_PROGRESS
+            and entry[1] > now
         )
 
-    def claim(self, key: str, owner: str, lease: float) -> ClaimState:
+    def renew(self, key: str, owner: str, lease: float) -> bool:
         now = self._clock()
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[1] > now:
-                return entry[0]
-            self._put(key, (ClaimState.IN_PROGRESS, now + lease, owner))
-            return ClaimState.NEW
-
-    def renew(self, key: str, owner: str, lease: float) -> bool:
-        with self._lock:
-            if not self._held(key, owner):
+            if not self._held(key, owner, now):
                 return False
-            self._entries[key] = (ClaimState.IN_PROGRESS, self._clock() + lease, owner)
+            self._entries[key] = (ClaimState.IN_PROGRESS, now + lease, owner)
             return True
 
     def complete(self, key: str, owner: str, ttl: float) -> bool:
+        now = self._clock()
         with self._lock:
-            if not self._held(key, owner):
+            if not self._held(key, owner, now):
                 return False
-            self._put(key, (ClaimState.DONE, self._clock() + ttl, None))
+            self._entries[key] = (ClaimState.DONE, now + ttl, None)
+            self._entries.move_to_end(key)
             return True
 
     def release(self, key: str, owner: str) -> None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry[0] is ClaimState.IN_PROGRESS and entry[2] == owner:
+            if entry is not None and entry[2] == owner and entry[0] is ClaimState.IN_PROGRESS:
                 del self._entries[key]
 
 

@@ -73,7 +73,9 @@ __all__ = [
     "Headers",
     "Outcome",
     "Receiver",
+    "RequestHeaders",
     "check_model",
+    "request_headers",
 ]
 
 logger = logging.getLogger("fluxbase_receiver")
@@ -102,7 +104,46 @@ _SIGNATURE = SIGNATURE_HEADER.lower()
 _LEGACY = LEGACY_SIGNATURE_HEADER.lower()
 
 
-@dataclass(frozen=True, slots=True)
+class RequestHeaders(dict[str, str]):
+    """Request headers by lowercase name, a repeated header's values joined with ``", "``.
+
+    What every step reads. Build it once per request with :func:`request_headers` and pass
+    it to each step (``precheck``, ``admit``, ``handle``...): it is used as it is, its names
+    are not lowercased again.
+    """
+
+    __slots__ = ()
+
+
+def request_headers(headers: Headers) -> RequestHeaders:
+    """``headers`` by lowercase name, a repeated header's values joined with ``", "``."""
+    if type(headers) is RequestHeaders:
+        return headers
+    return RequestHeaders(_lowered(headers))
+
+
+def _lowered(headers: Headers) -> dict[str, str]:
+    """:func:`request_headers`, as the plain dictionary the steps read."""
+    if type(headers) is RequestHeaders:
+        return headers
+    pairs: Any
+    if type(headers) is dict:
+        pairs = headers.items()
+    elif type(headers) is list:
+        pairs = headers
+    else:  # any other mapping or iterable of pairs, read once
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+    lowered = {name.lower(): value for name, value in pairs}
+    if len(lowered) == len(pairs):  # no name repeated: the common case
+        return lowered
+    lowered.clear()
+    for name, value in pairs:
+        key = name.lower()
+        lowered[key] = f"{lowered[key]}, {value}" if key in lowered else value
+    return lowered
+
+
+@dataclass(slots=True)
 class Outcome:
     """What to answer: an HTTP status, a JSON body, and the event when one was read."""
 
@@ -232,6 +273,7 @@ class Receiver:
         self._store_is_async = self.store is not None and inspect.iscoroutinefunction(
             self.store.claim
         )
+        self._blocking = None if self._store_is_async else cast(IdempotencyStore | None, self.store)
         self.key = key
         self.dedupe = dedupe
         self.window = window
@@ -310,7 +352,7 @@ class Receiver:
     ) -> Outcome | None:
         """Refuse what can be refused before reading the body (405, 400, 413, 415)."""
         try:
-            self._precheck(method, _lower(headers), content_length)
+            self._precheck(method, _lowered(headers), content_length)
         except WebhookError as error:
             return _refused(error)
         return None
@@ -328,7 +370,7 @@ class Receiver:
 
     def verify(self, body: bytes, headers: Headers) -> None:
         """Check the signature headers against ``body``; raise a :class:`SignatureError`."""
-        self._verify(body, _lower(headers))
+        self._verify(body, _lowered(headers))
 
     def _verify(self, body: bytes, headers: dict[str, str]) -> None:
         header = headers.get(_SIGNATURE)
@@ -356,7 +398,7 @@ class Receiver:
         route: EventFilter | None = None,
     ) -> Admitted:
         """Size guard, verify, parse, the typed events for each matching handler, the key."""
-        lowered = _lower(headers)
+        lowered = _lowered(headers)
         self._precheck(method, lowered, len(body))
         self._verify(body, lowered)
         event = parse_event(body, decimals=self.decimals)
@@ -408,13 +450,14 @@ class Receiver:
     def _claimed(
         self,
         admitted: Admitted,
+        key: str,
         state: ClaimState,
         owner: str,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> Admitted | Outcome:
         if state is ClaimState.NEW:
             admitted.owner = owner
-            HEARTBEAT.hold(self.store, cast(str, admitted.key), owner, self.processing_ttl, loop)
+            HEARTBEAT.hold(self.store, key, owner, self.processing_ttl, loop)
             return admitted
         if state is ClaimState.DONE:
             return Outcome(200, {"ok": True, "duplicate": True}, admitted.event)
@@ -429,7 +472,7 @@ class Receiver:
                 f"the idempotency store {type(self.store).__name__} is async: use handle_async, "
                 "admit_async, process_async and settle_async (an ASGI adapter) or a blocking store"
             )
-        return cast(IdempotencyStore | None, self.store)
+        return self._blocking
 
     def admit(
         self,
@@ -451,8 +494,8 @@ class Receiver:
         admitted = self._read_or_refuse(body, headers, method, model, route)
         if isinstance(admitted, Outcome) or admitted.key is None or store is None:
             return admitted
-        owner = HEARTBEAT.owner()
-        return self._claimed(admitted, store.claim(admitted.key, owner, self.processing_ttl), owner)
+        key, owner = admitted.key, HEARTBEAT.owner()
+        return self._claimed(admitted, key, store.claim(key, owner, self.processing_ttl), owner)
 
     async def admit_async(
         self,
@@ -467,16 +510,12 @@ class Receiver:
         admitted = self._read_or_refuse(body, headers, method, model, route)
         if isinstance(admitted, Outcome) or admitted.key is None or self.store is None:
             return admitted
-        owner = HEARTBEAT.owner()
-        if not self._store_is_async:
-            state = cast(IdempotencyStore, self.store).claim(
-                admitted.key, owner, self.processing_ttl
-            )
-            return self._claimed(admitted, state, owner)
-        state = await cast(AsyncIdempotencyStore, self.store).claim(
-            admitted.key, owner, self.processing_ttl
-        )
-        return self._claimed(admitted, state, owner, asyncio.get_running_loop())
+        key, owner = admitted.key, HEARTBEAT.owner()
+        if self._blocking is not None:
+            state = self._blocking.claim(key, owner, self.processing_ttl)
+            return self._claimed(admitted, key, state, owner)
+        state = await cast(AsyncIdempotencyStore, self.store).claim(key, owner, self.processing_ttl)
+        return self._claimed(admitted, key, state, owner, asyncio.get_running_loop())
 
     def settle(self, admitted: Admitted, ok: bool) -> None:
         """Settle ``admitted``'s claim: complete it when the handling succeeded (``ok``),
@@ -485,15 +524,15 @@ class Receiver:
         owner = admitted.owner
         if owner is None:
             return
-        store = self._blocking_store()
+        store, key = self._blocking_store(), admitted.key
+        assert store is not None and key is not None  # the claim was taken in the store
         admitted.owner = None
         HEARTBEAT.drop(owner)
-        key = cast(str, admitted.key)
         if ok and admitted.remember:
-            if not cast(IdempotencyStore, store).complete(key, owner, admitted.remember):
+            if not store.complete(key, owner, admitted.remember):
                 _lapsed(key)
         else:
-            cast(IdempotencyStore, store).release(key, owner)
+            store.release(key, owner)
 
     async def settle_async(self, admitted: Admitted, ok: bool) -> None:
         """:meth:`settle` for async code (awaits an async idempotency store)."""
@@ -689,15 +728,6 @@ def _refused(error: WebhookError, event: WebhookEvent | None = None) -> Outcome:
     level = logging.WARNING if isinstance(error, SignatureError) else logging.INFO
     logger.log(level, "webhook refused with %d: %s", error.status, error.code)
     return Outcome.refuse(error, event)
-
-
-def _lower(headers: Headers) -> dict[str, str]:
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    lowered: dict[str, str] = {}
-    for name, value in items:
-        key = name.lower()
-        lowered[key] = f"{lowered[key]}, {value}" if key in lowered else value
-    return lowered
 
 
 def _is_json(content_type: str) -> bool:
