@@ -312,7 +312,10 @@ CREATE FUNCTION {s}.claim(
     record text, old_record text, occurred_at float8, webhook_id text, url text, secret text,
     headers jsonb, timeout_seconds float8, retry_backoff_seconds float8, max_retries integer,
     failing_since float8
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql
+-- The due index, read in order up to the limit: never a bitmap of every due row, sorted.
+SET enable_bitmapscan = off
+AS $$
 #variable_conflict use_column
 DECLARE
     picked bigint[];
