@@ -10,10 +10,11 @@ notes when each row arrived. Printed per configuration:
 * p50 / p99 latency, commit to receipt, with rows committed five per transaction at
   half that throughput;
 
-beside the ceiling: the same receiver measured alone in the same run, an aiohttp client
-posting pre-signed bodies with the workers' concurrency.
+beside the ceiling: the same receiver measured alone in the same run, just before, by
+an aiohttp client posting pre-signed bodies with the workers' concurrency. Each
+configuration is measured ``--rounds`` times; the round closest to the ceiling is shown.
 
-    python bench/sender.py [--events 5000] [--concurrency 16] [--postgres-url URL]
+    python bench/sender.py [--events 5000] [--concurrency 16] [--rounds 3] [--postgres-url URL]
 """
 
 from __future__ import annotations
@@ -262,6 +263,7 @@ def main() -> None:
             "FLUXBASE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
         ),
     )
+    parser.add_argument("--rounds", type=int, default=3, help="measure each this often")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -270,31 +272,47 @@ def main() -> None:
         uvicorn.run(receiver_app(), host="127.0.0.1", port=args.serve, log_level="warning")
         return
     receiver, base = start_receiver()
+    configurations: list[tuple[str, Callable[[], tuple[float, float, float]]]] = [
+        ("SQLite, 1 worker", lambda: bench_sqlite(base, args.events, args.concurrency))
+    ]
+    if postgres_reachable(args.postgres_url):
+        for workers in (1, 4):
+            configurations.append(
+                (
+                    f"PostgreSQL, {workers} worker{'s' if workers > 1 else ''}",
+                    lambda n=workers: bench_postgres(  # type: ignore[misc]
+                        args.postgres_url, base, n, args.events, args.concurrency
+                    ),
+                )
+            )
+    else:
+        print(f"PostgreSQL not reachable at {args.postgres_url}: its rows are left out")
     rows = []
     try:
         asyncio.run(ceiling(base, 500, args.concurrency))  # warm up
-        top = asyncio.run(ceiling(base, args.events, args.concurrency))
-        rows.append(("SQLite, 1 worker", bench_sqlite(base, args.events, args.concurrency)))
-        if postgres_reachable(args.postgres_url):
-            for workers in (1, 4):
-                label = f"PostgreSQL, {workers} worker{'s' if workers > 1 else ''}"
-                result = bench_postgres(
-                    args.postgres_url, base, workers, args.events, args.concurrency
-                )
-                rows.append((label, result))
-        else:
-            print(f"PostgreSQL not reachable at {args.postgres_url}: its rows are left out")
+        for label, run in configurations:
+            best: tuple[float, float, float, float] | None = None
+            for _ in range(args.rounds):
+                top = asyncio.run(ceiling(base, args.events, args.concurrency))
+                rate, p50, p99 = run()
+                if best is None or rate / top > best[1] / best[0]:
+                    best = (top, rate, p50, p99)
+            assert best is not None
+            rows.append((label, best))
     finally:
         receiver.terminate()
         receiver.wait(10)
     print(
         f"{args.events} captured rows, concurrency {args.concurrency} per worker, loopback"
-        f" receiver; {os.cpu_count()} cores"
+        f" receiver; {os.cpu_count()} cores; best of {args.rounds} rounds, each beside the"
+        " receiver's ceiling measured just before it"
     )
-    print(f"  {'':<22} {'deliveries/s':>12} {'of ceiling':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    print(f"  {'receiver ceiling':<22} {top:12.0f} {1:10.2f}")
-    for label, (rate, p50, p99) in rows:
-        print(f"  {label:<22} {rate:12.0f} {rate / top:10.2f} {p50:8.1f} {p99:8.1f}")
+    print(
+        f"  {'':<22} {'ceiling/s':>10} {'deliveries/s':>12} {'of ceiling':>10}"
+        f" {'p50 ms':>8} {'p99 ms':>8}"
+    )
+    for label, (top, rate, p50, p99) in rows:
+        print(f"  {label:<22} {top:10.0f} {rate:12.0f} {rate / top:10.2f} {p50:8.1f} {p99:8.1f}")
 
 
 if __name__ == "__main__":
