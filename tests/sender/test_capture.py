@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from fluxbase_receiver import DeleteEvent, InsertEvent, UpdateEvent
-from fluxbase_receiver.sender import Sender
+from fluxbase_receiver.sender import Sender, Webhook
 from tests.sender.conftest import make_webhook
 from tests.sender.receivers import ScriptedReceiver
 
@@ -133,3 +135,16 @@ def test_emit_refuses_bad_arguments(sender: Sender) -> None:
         sender.emit("INSERT", "orders; DROP TABLE x", {})
     with pytest.raises(ValueError, match="does not exist"):
         sender.watch("missing")
+
+
+def test_emit_async_from_any_event_loop(sender: Sender, webhook: Webhook) -> None:
+    async def emit() -> list[str]:
+        return await sender.emit_async("INSERT", "orders", {"id": 5})
+
+    (delivery_id,) = asyncio.run(emit())
+    assert sender.get_delivery(delivery_id).webhook_id == webhook.id
+
+
+def test_a_schema_is_for_postgresql_only(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="postgresql"):
+        Sender(f"sqlite:///{tmp_path}/app.db", schema="elsewhere")

@@ -374,6 +374,13 @@ def test_the_sender_runs_on_postgresql(postgres_url: str, app_schema: str) -> No
             with sender.connect() as app:
                 app.execute(f"INSERT INTO {app_schema}.orders VALUES (2, 1)")
                 app.rollback()
+
+            async def emit_in_a_transaction_rolled_back() -> None:
+                async with await psycopg.AsyncConnection.connect(postgres_url) as aconn:
+                    await sender.emit_async("DELETE", "orders", {"id": 1}, connection=aconn)
+                    await aconn.rollback()
+
+            asyncio.run(emit_in_a_transaction_rolled_back())
             assert sender.deliver_pending().succeeded == 2, "the UPDATE goes once the INSERT did"
             assert [(e.event, e.record["id"]) for e in target.events] == [  # type: ignore[index]
                 ("INSERT", 1),
