@@ -42,8 +42,9 @@ answers 405 itself for methods the route does not list (``{"detail": "Method Not
 Idempotency: the route function is a handler. The receiver's registered handlers run first;
 the claim is completed when they and the route function succeed, and released when any of
 them raises (a route function's exception answers 500 without its text and is logged), so a
-redelivery runs them again. ``webhook.depends`` uses ``Depends(..., scope="function")`` so
-this happens before the response is sent; with a plain ``Depends(webhook)`` it happens after.
+redelivery runs them again. This happens when the route function ends, before the response
+is sent (the dependency registers the settling on the request's function-scoped exit stack,
+as a ``Depends(..., scope="function")`` dependency with ``yield`` would, for less).
 
 To answer early and let the receiver's handlers run in the background instead, mount the
 Starlette endpoint: ``app.add_route(path, webhook_endpoint(receiver, respond="immediately"))``.
@@ -51,7 +52,10 @@ Starlette endpoint: ``app.add_route(path, webhook_endpoint(receiver, respond="im
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
 from typing import Any, TypeVar
 
 from fluxbase_receiver.adapters._common import (
@@ -64,16 +68,17 @@ from fluxbase_receiver.adapters._common import (
 
 require("fastapi", "fastapi", "FastAPI", "fastapi")
 
+from anyio import CancelScope  # noqa: E402
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request  # noqa: E402
 from fastapi.params import Depends as DependsParam  # noqa: E402
 from pydantic import TypeAdapter  # noqa: E402
 from starlette.requests import ClientDisconnect  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
-from fluxbase_receiver.adapters.starlette import read_body, scope_headers  # noqa: E402
+from fluxbase_receiver.adapters.starlette import read_body, scope_request_headers  # noqa: E402
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
 from fluxbase_receiver.events import EventFilter, WebhookEvent, event_type  # noqa: E402
-from fluxbase_receiver.receiver import Outcome, Receiver, check_model  # noqa: E402
+from fluxbase_receiver.receiver import Admitted, Outcome, Receiver, check_model  # noqa: E402
 from fluxbase_receiver.signature import SIGNATURE_HEADER  # noqa: E402
 
 __all__ = ["FluxbaseWebhook", "WebhookAnswered", "install_exception_handler", "openapi_for"]
@@ -127,7 +132,8 @@ def install_exception_handler(app: FastAPI) -> None:
 
 class FluxbaseWebhook:
     """The dependency: verifies, parses (records as ``model``), claims, runs the receiver's
-    handlers, then yields the event to the route function and settles the claim."""
+    handlers, then gives the event to the route function and settles the claim when the
+    route function ends."""
 
     def __init__(
         self,
@@ -142,8 +148,11 @@ class FluxbaseWebhook:
         self.route = EventFilter(table, *operations)
         """The events the route function runs for (as in ``receiver.on``)."""
         self.model = model
-        self.depends: DependsParam = Depends(self, scope="function")
-        """``Depends(webhook, scope="function")``: settles the claim before the response."""
+        self._async_store = receiver.store is not None and inspect.iscoroutinefunction(
+            receiver.store.complete
+        )
+        self.depends: DependsParam = Depends(self)
+        """``Depends(webhook)``, for the route function's parameters or ``dependencies``."""
         self.openapi: dict[str, Any] = openapi_for(model, self.route)
         """``responses`` and ``openapi_extra`` for the route decorator (``**webhook.openapi``)."""
 
@@ -166,9 +175,9 @@ class FluxbaseWebhook:
 
         return register
 
-    async def __call__(self, request: Request) -> AsyncIterator[WebhookEvent]:
+    async def __call__(self, request: Request) -> WebhookEvent:
         receiver = self.receiver
-        headers = scope_headers(request.scope)
+        headers = scope_request_headers(request.scope)
         try:
             body = await read_body(request.receive, request.method, headers, receiver)
         except ClientDisconnect:  # nobody to answer; no server error either
@@ -183,20 +192,47 @@ class FluxbaseWebhook:
         if not self.route.accepts(admitted.event):  # the receiver's handlers run; the route not
             outcome = await receiver.process_async(admitted)
             raise WebhookAnswered(skipped(admitted.event) if outcome.ok else outcome)
-        ok = False
         try:
             outcome = await receiver.process_async(admitted, settle=False)
-            if not outcome.ok:
-                raise WebhookAnswered(outcome)
-            try:
-                yield admitted.event
-            except HTTPException:
-                raise
-            except Exception as error:
-                raise WebhookAnswered(view_failed(admitted.event, error)) from None
-            ok = True
-        finally:
-            await receiver.settle_async(admitted, ok)
+        except BaseException:
+            await receiver.settle_async(admitted, ok=False)
+            raise
+        if not outcome.ok:
+            await receiver.settle_async(admitted, ok=False)
+            raise WebhookAnswered(outcome)
+        function_exits: AsyncExitStack = request.scope["fastapi_function_astack"]
+        function_exits.push_async_exit(_Settle(receiver, admitted, self._async_store))
+        return admitted.event
+
+
+class _Settle:
+    """Settles a claim when the route function that took its event ends: completed when it
+    returned, released when it raised (an exception other than ``HTTPException`` answers
+    500 without its text, and is logged). An async store is awaited shielded from
+    cancellation, so a cancelled request still settles its claim."""
+
+    def __init__(self, receiver: Receiver, admitted: Admitted, shielded: bool) -> None:
+        self.receiver = receiver
+        self.admitted = admitted
+        self.shielded = shielded
+
+    async def __call__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        failed = None
+        if isinstance(error, Exception) and not isinstance(error, HTTPException):
+            failed = WebhookAnswered(view_failed(self.admitted.event, error))
+        if self.shielded:
+            with CancelScope(shield=True):
+                await self.receiver.settle_async(self.admitted, ok=error is None)
+        else:  # nothing to await: settled at once
+            await self.receiver.settle_async(self.admitted, ok=error is None)
+        if failed is not None:
+            raise failed from None
+        return False
 
 
 def openapi_for(model: type[Any] | None = None, route: EventFilter | None = None) -> dict[str, Any]:

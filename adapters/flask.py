@@ -68,7 +68,7 @@ from fluxbase_receiver.adapters.wsgi import (  # noqa: E402
     to_response,
 )
 from fluxbase_receiver.events import EventFilter  # noqa: E402
-from fluxbase_receiver.receiver import Outcome, Receiver, check_model  # noqa: E402
+from fluxbase_receiver.receiver import Outcome, Receiver, check_model, request_headers  # noqa: E402
 
 __all__ = ["FluxbaseWebhooks", "webhook_view"]
 
@@ -119,7 +119,7 @@ class FluxbaseWebhooks:
 
     def _view(self) -> ResponseReturnValue:
         current = request._get_current_object()  # type: ignore[attr-defined]
-        headers = environ_headers(current.environ)
+        headers = request_headers(environ_headers(current.environ))  # lowercased once
         body = read_body(current, self.receiver, headers)
         outcome = self._webhook.answer(body, headers) if isinstance(body, bytes) else body
         return to_response(outcome, Response)
@@ -141,7 +141,7 @@ def webhook_view(
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
             current = request._get_current_object()  # type: ignore[attr-defined]
-            headers = environ_headers(current.environ)
+            headers = request_headers(environ_headers(current.environ))  # lowercased once
             body = read_body(current, receiver, headers)
             if isinstance(body, Outcome):
                 return to_response(body, Response)

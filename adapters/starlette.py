@@ -60,13 +60,22 @@ from starlette.requests import ClientDisconnect  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
-from fluxbase_receiver.receiver import Admitted, Headers, Outcome, Receiver, accepted  # noqa: E402
+from fluxbase_receiver.receiver import (  # noqa: E402
+    Admitted,
+    Headers,
+    Outcome,
+    Receiver,
+    RequestHeaders,
+    accepted,
+    request_headers,
+)
 
 __all__ = [
     "FluxbaseASGIMiddleware",
     "WebhookEndpoint",
     "read_body",
     "scope_headers",
+    "scope_request_headers",
     "send_outcome",
     "webhook_endpoint",
     "webhook_routes",
@@ -78,6 +87,17 @@ logger = logging.getLogger("fluxbase_receiver")
 def scope_headers(scope: Scope) -> list[tuple[str, str]]:
     """The request headers of an ASGI ``scope`` as ``(name, value)`` strings."""
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+
+
+def scope_request_headers(scope: Scope) -> RequestHeaders:
+    """The request headers of an ASGI ``scope`` as the receiver reads them, decoded and
+    lowercased in one pass (what :func:`~fluxbase_receiver.receiver.request_headers` gives
+    for :func:`scope_headers`)."""
+    raw = scope["headers"]
+    headers = RequestHeaders(
+        {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+    )
+    return headers if len(headers) == len(raw) else request_headers(scope_headers(scope))
 
 
 async def read_body(
@@ -151,7 +171,7 @@ class WebhookEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         receiver = self.receiver
-        headers = scope_headers(scope)
+        headers = scope_request_headers(scope)
         try:
             body = await read_body(receive, scope["method"], headers, receiver)
         except ClientDisconnect:

@@ -55,7 +55,14 @@ from werkzeug.wrappers import Request, Response  # noqa: E402
 from werkzeug.wsgi import get_content_length  # noqa: E402
 
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
-from fluxbase_receiver.receiver import Admitted, Headers, Outcome, Receiver, accepted  # noqa: E402
+from fluxbase_receiver.receiver import (  # noqa: E402
+    Admitted,
+    Headers,
+    Outcome,
+    Receiver,
+    accepted,
+    request_headers,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -207,7 +214,7 @@ class WSGIWebhookEndpoint:
         return f"<WSGIWebhookEndpoint respond={self.respond!r} deadline={self.deadline!r}>"
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        headers = environ_headers(environ)
+        headers = request_headers(environ_headers(environ))  # lowercased once for every step
         body = read_environ_body(environ, self.receiver, headers)
         outcome = self.answer(body, headers) if isinstance(body, bytes) else body
         answer = outcome.body_bytes()
