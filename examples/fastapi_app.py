@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fluxbase_receiver import DeleteEvent, InsertEvent, Receiver, UpdateEvent
 from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
 
-logging.basicConfig(level=logging.INFO)
+logging.basicConfig(level=logging.INFO)  # each event is logged at DEBUG
 logger = logging.getLogger("examples.fastapi_app")
 
 app = FastAPI(title="Fluxbase webhooks")
@@ -33,9 +33,9 @@ async def fluxbase_webhook(event: FluxbaseEvent) -> dict[str, bool]:
     """Log what happened to which row, as the Fluxbase docs' example does."""
     match event.event:
         case "INSERT":
-            logger.info("New record in %s: %s", event.table, event.record)
+            logger.debug("New record in %s: %s", event.table, event.record)
         case "UPDATE":
-            logger.info("Record updated in %s: %s -> %s", event.table, event.old_record, event.row)
+            logger.debug("Record updated in %s: %s -> %s", event.table, event.old_record, event.row)
         case "DELETE":
-            logger.info("Record deleted from %s: %s", event.table, event.row)
+            logger.debug("Record deleted from %s: %s", event.table, event.row)
     return {"ok": True}

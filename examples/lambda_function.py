@@ -21,7 +21,7 @@ import sys
 from fluxbase_receiver import Receiver, WebhookEvent
 from fluxbase_receiver.adapters.aws_lambda import lambda_handler
 
-logging.basicConfig(level=logging.INFO)
+logging.basicConfig(level=logging.INFO)  # each event is logged at DEBUG
 logger = logging.getLogger("examples.lambda_function")
 
 receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
@@ -32,14 +32,15 @@ def log_change(event: WebhookEvent) -> None:
     """Log what happened to which row, as the Fluxbase docs' example does."""
     match event.event:
         case "INSERT":
-            logger.info("New record in %s: %s", event.table, event.record)
+            logger.debug("New record in %s: %s", event.table, event.record)
         case "UPDATE":
-            logger.info("Record updated in %s: %s -> %s", event.table, event.old_record, event.row)
+            logger.debug("Record updated in %s: %s -> %s", event.table, event.old_record, event.row)
         case "DELETE":
-            logger.info("Record deleted from %s: %s", event.table, event.row)
+            logger.debug("Record deleted from %s: %s", event.table, event.row)
 
 
 handler = lambda_handler(receiver)
 
 if __name__ == "__main__":
+    logger.setLevel(logging.DEBUG)  # tried locally: show the event
     print(json.dumps(handler(json.load(sys.stdin), None), indent=2))

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from fluxbase_receiver import Receiver, WebhookEvent
 from fluxbase_receiver.adapters.starlette import webhook_routes
 
-logging.basicConfig(level=logging.INFO)
+logging.basicConfig(level=logging.INFO)  # each event is logged at DEBUG
 logger = logging.getLogger("examples.starlette_app")
 
 receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
@@ -27,13 +27,13 @@ async def log_change(event: WebhookEvent) -> None:
     """Log what happened to which row, as the Fluxbase docs' example does."""
     match event.event:
         case "INSERT":
-            logger.info("New record in %s: %s", event.table, event.record)
+            logger.debug("New record in %s: %s", event.table, event.record)
         case "UPDATE":
-            logger.info(
+            logger.debug(
                 "Record updated in %s: %s -> %s", event.table, event.old_record, event.record
             )
         case "DELETE":
-            logger.info("Record deleted from %s: %s", event.table, event.row)
+            logger.debug("Record deleted from %s: %s", event.table, event.row)
 
 
 app = Starlette(routes=webhook_routes("/webhooks/fluxbase", receiver))  # with or without "/"

@@ -29,7 +29,7 @@ KINDS = {"New record": "INSERT", "Record updated": "UPDATE", "Record deleted": "
 
 @pytest.fixture
 def handled(caplog):
-    caplog.set_level("INFO", logger=MODULE)
+    caplog.set_level("DEBUG", logger=MODULE)
     return lambda: [
         kind
         for record in caplog.records
