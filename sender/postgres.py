@@ -857,7 +857,7 @@ class PostgresStore:
                     delay = 0.1
                     async for _ in conn.notifies():
                         self._woken.set()
-            except psycopg.OperationalError as error:
+            except psycopg.Error as error:
                 logger.warning("sender LISTEN connection lost (%s); reconnecting", error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
