@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -50,10 +50,6 @@ async def sqlite_store(path: Path, **options: Any) -> AsyncIterator[Any]:
         yield store
     finally:
         await store.close()
-
-
-StoreFactory = Callable[..., Any]
-"""``factory(**options)`` gives an async context manager yielding an opened store."""
 
 
 async def make_hook(store: SenderStore, **fields: Any) -> Webhook:
