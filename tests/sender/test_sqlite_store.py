@@ -172,9 +172,12 @@ async def test_a_commit_by_another_connection_wakes_a_waiting_worker(
     store: SQLiteStore, tmp_path: Path
 ) -> None:
     await make_hook(store)
-    waiting = asyncio.create_task(store.wait_for_work(timeout=300))
-    await asyncio.sleep(0.05)
     app = connect(str(tmp_path / "app.db"))
-    app.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    app.execute("CREATE TABLE ticks (n INTEGER)")
+    waiting = asyncio.create_task(store.wait_for_work(timeout=300))
+    deadline = time.monotonic() + 60
+    while not waiting.done():  # commits until the waiting worker has noticed one
+        assert time.monotonic() < deadline, "the waiting worker did not notice the commits"
+        app.execute("INSERT INTO ticks VALUES (1)")
+        await asyncio.sleep(0.05)
     app.close()
-    await asyncio.wait_for(waiting, 60)
