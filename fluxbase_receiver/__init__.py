@@ -57,7 +57,9 @@ from fluxbase_receiver.receiver import (
     Headers,
     Outcome,
     Receiver,
+    RequestHeaders,
     check_model,
+    request_headers,
 )
 from fluxbase_receiver.signature import (
     LEGACY_SIGNATURE_HEADER,
@@ -105,6 +107,7 @@ __all__ = [
     "Outcome",
     "PayloadTooLarge",
     "Receiver",
+    "RequestHeaders",
     "SQLiteIdempotencyStore",
     "SignatureError",
     "TableEvents",
@@ -123,6 +126,7 @@ __all__ = [
     "fluxbase_json",
     "parse_event",
     "parse_signature_header",
+    "request_headers",
     "sign_legacy",
     "sign_payload",
     "verify_legacy_signature",
