@@ -113,7 +113,7 @@ async def ceiling(base: str, count: int, concurrency: int) -> float:
 def start_workers(
     url: str, count: int, concurrency: int, schema: str | None
 ) -> list[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "fluxbase_receiver.sender.operate", "worker"]
+    command = [sys.executable, "-m", "fluxbase_receiver.cli", "sender", "worker"]
     options = ["--database-url", url, "--concurrency", str(concurrency), "--allow-private-networks"]
     if schema:
         options += ["--schema", schema]

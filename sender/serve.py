@@ -1,21 +1,13 @@
-"""``fluxbase-receiver sender serve``: the management API and a delivery worker in one process.
+"""The management API and a delivery worker in one process (``fluxbase-receiver sender serve``).
 
-    fluxbase-receiver sender serve --database-url sqlite:///app.db --port 8080
-
-The service key comes from ``--service-key`` (repeatable) or ``FLUXBASE_SERVICE_KEY``.
-SIGTERM or SIGINT stops accepting requests, lets running requests and sends finish,
-and exits 0.
+SIGTERM or SIGINT stops accepting requests and lets running requests and sends finish.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import logging
-import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -24,9 +16,7 @@ import uvicorn
 from fluxbase_receiver.sender.api import management_app
 from fluxbase_receiver.sender.sender import Sender
 
-__all__ = ["main", "serve_management"]
-
-PROG = "fluxbase-receiver sender serve"
+__all__ = ["serve_management"]
 
 
 class _Server(uvicorn.Server):
@@ -72,78 +62,3 @@ async def serve_management(
         await worker
         for signum in signals:
             loop.remove_signal_handler(signum)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Run the webhooks management API (/api/v1/webhooks) and a delivery worker.",
-    )
-    parser.add_argument(
-        "--database-url",
-        required=True,
-        metavar="URL",
-        help="the sender's database, e.g. sqlite:///app.db",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    parser.add_argument(
-        "--service-key",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="a key that may read and write (repeatable; default $FLUXBASE_SERVICE_KEY)",
-    )
-    parser.add_argument(
-        "--read-only-key",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="a key that may only read (repeatable)",
-    )
-    parser.add_argument(
-        "--cors-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="allow browser calls from ORIGIN (repeatable; '*' for any; default none)",
-    )
-    parser.add_argument(
-        "--allow-private-networks",
-        action="store_true",
-        help="allow webhook URLs on private and loopback addresses (local development)",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``sender serve`` with ``argv``; return the exit status."""
-    args = _parser().parse_args(argv)
-    if not (args.service_key or args.read_only_key or os.environ.get("FLUXBASE_SERVICE_KEY")):
-        print(f"{PROG}: error: give --service-key or set FLUXBASE_SERVICE_KEY", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        sender = Sender(args.database_url, allow_private_networks=args.allow_private_networks)
-    except ValueError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    with sender:
-        try:
-            coroutine = serve_management(
-                sender,
-                host=args.host,
-                port=args.port,
-                service_keys=args.service_key,
-                read_only_keys=args.read_only_key,
-                cors_origins=args.cors_origin,
-            )
-            asyncio.run(coroutine)
-        except ValueError as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-            return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,6 +3,7 @@
 One implementation of event building and signing, shared by the pytest plugin
 (:mod:`fluxbase_receiver.testing.plugin`), the Hypothesis strategies
 (:mod:`fluxbase_receiver.testing.strategies`) and the ``fluxbase-receiver`` command.
+:func:`lambda_event` wraps a signed request in the event AWS Lambda receives.
 Imports only the standard library and the core.
 
 >>> payload = make_event("UPDATE", table="orders", record={"id": 1, "status": "paid"})
@@ -20,11 +21,15 @@ from typing import Any, Final
 
 from fluxbase_receiver.client import fluxbase_json
 from fluxbase_receiver.signature import SIGNATURE_HEADER, fluxbase_headers
+from fluxbase_receiver.testing.lambda_events import LambdaContext, LambdaFormat, lambda_event
 
 __all__ = [
     "OMIT",
+    "LambdaContext",
+    "LambdaFormat",
     "encode_event",
     "go_timestamp",
+    "lambda_event",
     "make_event",
     "random_secret",
     "sign_event",

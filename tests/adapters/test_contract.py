@@ -29,7 +29,7 @@ from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exceptio
 from fluxbase_receiver.adapters.flask import FluxbaseWebhooks, webhook_view
 from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_routes
 from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
-from fluxbase_receiver.testing.plugin import lambda_event
+from fluxbase_receiver.testing import lambda_event
 from tests.adapters.conftest import (
     PATH,
     SECRET,

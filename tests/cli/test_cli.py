@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fluxbase_receiver.cli import ANSWER_LIMIT
+from fluxbase_receiver.cli.http_client import ANSWER_LIMIT
 from tests.cli.commands import COMMAND, Live, assert_one_line_error, cli, environment
 from tests.servers import bound_socket, free_port, load_vectors, wait_for_port
 

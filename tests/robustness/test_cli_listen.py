@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from fluxbase_receiver.cli import LISTEN_WORKERS
+from fluxbase_receiver.cli.listen import LISTEN_WORKERS
 from tests.cli.commands import Live
 from tests.robustness.raw_http import (
     CORPUS,

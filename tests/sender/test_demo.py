@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxbase_receiver.sender.demo import main
+from fluxbase_receiver.cli import main
 
 COMMAND = Path(sys.executable).parent / "fluxbase-receiver"
 
@@ -43,13 +43,12 @@ def test_the_demo_keeps_its_database_on_request(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     database = tmp_path / "demo.db"
-    assert main(["--database", str(database), "--quiet"]) == 0
+    assert main(["demo", "--database", str(database), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "receiver  INSERT" not in out and "Delivery history:" in out
     with sqlite3.connect(database) as db:
         statuses = db.execute("SELECT status FROM fluxbase_deliveries").fetchall()
     assert statuses == [("success",)] * 6
 
-    with pytest.raises(SystemExit):
-        main(["--database", str(database)])
+    assert main(["demo", "--database", str(database)]) == 2
     assert "already exists" in capsys.readouterr().err

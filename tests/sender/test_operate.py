@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fluxbase_receiver.sender.operate import main, parse_since
+from fluxbase_receiver.cli import main as command_line
+from fluxbase_receiver.cli.arguments import since
 from fluxbase_receiver.sender.sqlite import SQLiteStore
 from tests.sender.receivers import SECRET, ScriptedReceiver, serving
 from tests.sender.stores import answer, change, claim_all, make_hook, recorded
@@ -22,6 +23,11 @@ from tests.servers import ROOT
 
 def run(coroutine):  # type: ignore[no-untyped-def]
     return asyncio.run(coroutine)
+
+
+def main(argv: list[str]) -> int:
+    """``fluxbase-receiver sender ARGV``."""
+    return command_line(["sender", *argv])
 
 
 async def seeded(path: Path, url: str = "http://127.0.0.1:9/hook", events: int = 2) -> str:
@@ -86,10 +92,10 @@ def test_a_bad_database_url_is_refused(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_since_accepts_iso_and_unix_times() -> None:
-    assert parse_since("1700000000.5") == 1700000000.5
-    assert parse_since("2023-11-14T22:13:20Z") == 1700000000
-    assert parse_since("2023-11-14T23:13:20+01:00") == 1700000000
-    assert parse_since("2023-11-14T22:13:20") == 1700000000
+    assert since("1700000000.5") == 1700000000.5
+    assert since("2023-11-14T22:13:20Z") == 1700000000
+    assert since("2023-11-14T23:13:20+01:00") == 1700000000
+    assert since("2023-11-14T22:13:20") == 1700000000
 
 
 def test_a_worker_process_delivers_reports_progress_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -108,7 +114,8 @@ def test_a_worker_process_delivers_reports_progress_and_stops_on_sigterm(tmp_pat
             [
                 sys.executable,
                 "-m",
-                "fluxbase_receiver.sender.operate",
+                "fluxbase_receiver.cli",
+                "sender",
                 "worker",
                 "--database-url",
                 f"sqlite:///{tmp_path}/app.db",
@@ -136,11 +143,9 @@ def test_a_worker_process_delivers_reports_progress_and_stops_on_sigterm(tmp_pat
     assert "DEBUG" not in log
 
 
-def test_the_command_line_routes_sender_actions_here(
+def test_the_command_line_runs_sender_actions(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from fluxbase_receiver.cli import main as command_line
-
     database = f"sqlite:///{tmp_path}/app.db"
     run(seeded(tmp_path / "app.db"))
     assert command_line(["sender", "recover", "--since", "0", "--database-url", database]) == 0

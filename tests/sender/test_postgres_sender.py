@@ -276,7 +276,7 @@ async def test_terminated_connections_are_survived(store: PostgresStore, postgre
 
 def start_worker(url: str, schema: str) -> subprocess.Popen[bytes]:
     """``fluxbase-receiver sender worker`` on the test's schema."""
-    command = [sys.executable, "-m", "fluxbase_receiver.sender.operate", "worker"]
+    command = [sys.executable, "-m", "fluxbase_receiver.cli", "sender", "worker"]
     options = ["--database-url", url, "--schema", schema, "--allow-private-networks"]
     tuning = ["--poll-interval", "0.2", "--lease-grace", "1"]
     return subprocess.Popen([*command, *options, *tuning], cwd=ROOT)

@@ -28,10 +28,9 @@ from starlette.routing import Route
 
 from fluxbase_receiver import DeleteEvent, InsertEvent, Receiver, UpdateEvent
 from fluxbase_receiver.adapters.starlette import webhook_endpoint
+from fluxbase_receiver.cli.arguments import CLIError
 from fluxbase_receiver.sender.models import Delivery
 from fluxbase_receiver.sender.sender import Sender
-
-__all__ = ["main"]
 
 WEBHOOK_PATH = "/webhooks/fluxbase"
 
@@ -254,18 +253,8 @@ def run_demo(database: Path, demo: Demo) -> bool:
     return all(milestones.values())
 
 
-def main(argv: list[str]) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the demo; the exit status is 0 when every milestone was reached."""
-    parser = argparse.ArgumentParser(
-        prog="fluxbase-receiver demo",
-        description="Capture SQLite row changes and deliver them as signed webhooks to a"
-        " local receiver, with a retry and a dropped duplicate; prints the history.",
-    )
-    parser.add_argument(
-        "--database", type=Path, help="keep the SQLite database at this new file path"
-    )
-    parser.add_argument("--quiet", action="store_true", help="print only the history")
-    args = parser.parse_args(argv)
     demo = Demo(args.quiet)
     package_logger = logging.getLogger("fluxbase_receiver")
     level = package_logger.level
@@ -273,7 +262,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.database is not None:
             if args.database.exists():
-                parser.error(f"{args.database} already exists; give a new path")
+                raise CLIError(f"{args.database} already exists; give a new path", status=2)
             return 0 if run_demo(args.database, demo) else 1
         with tempfile.TemporaryDirectory(prefix="fluxbase-demo-") as tmp:
             return 0 if run_demo(Path(tmp) / "demo.db", demo) else 1
