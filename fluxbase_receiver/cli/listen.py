@@ -8,8 +8,10 @@ with status 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -261,10 +263,9 @@ def run(args: argparse.Namespace) -> int:
     )
     style = Style.for_stdout()
     listener = Listener(receiver, style, args.forward_to, lambda text: print(text, flush=True))
-    stop = threading.Event()
+    stop = _Stop()
     previous = {
-        signum: signal.signal(signum, lambda *_: stop.set())
-        for signum in (signal.SIGINT, signal.SIGTERM)
+        signum: signal.signal(signum, stop.set) for signum in (signal.SIGINT, signal.SIGTERM)
     }
     try:
         try:
@@ -276,12 +277,33 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        stop.close()
     print("stopped", flush=True)
     return 0
 
 
+class _Stop:
+    """A stop request that a signal handler can make at any moment: it writes to a pipe
+    (no lock that the interrupted main thread might hold) and the main thread reads it."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def set(self, *_: object) -> None:
+        with contextlib.suppress(BlockingIOError):  # a stop is already pending
+            os.write(self._write, b"\0")
+
+    def wait(self) -> None:
+        os.read(self._read, 1)
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self._write)
+
+
 def _serve_until(
-    server: _PooledServer, stop: threading.Event, url: str, style: Style, args: argparse.Namespace
+    server: _PooledServer, stop: _Stop, url: str, style: Style, args: argparse.Namespace
 ) -> None:
     """Serve on a background thread until ``stop`` is set (by a signal)."""
 
