@@ -43,9 +43,7 @@ if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[Parser]
 
 
-def _command(
-    commands: Commands, name: str, summary: str, example: str, run: str
-) -> Parser:
+def _command(commands: Commands, name: str, summary: str, example: str, run: str) -> Parser:
     sub: Parser = commands.add_parser(
         name,
         help=summary,
@@ -208,8 +206,8 @@ def _demo(commands: Commands) -> None:
     demo = _command(
         commands,
         "demo",
-        "Capture SQLite row changes and deliver them as signed webhooks to a local receiver,"
-        " with a retry and a dropped duplicate; prints the history (needs the sender extra).",
+        "Show both sides on one machine: SQLite changes delivered to a local receiver"
+        " (needs the sender extra).",
         f"{PROG} demo --quiet",
         "demo:run",
     )
