@@ -127,7 +127,8 @@ async def _list(args: argparse.Namespace, store: SenderStore) -> int:
         raise CLIError(f"no webhook with id {args.webhook_id!r}", status=2)
     for delivery in await store.list_deliveries(args.webhook_id, min(args.limit, 1000), 0):
         if args.json:
-            print(delivery.model_dump_json(by_alias=True, exclude={"payload"}))
+            fields = delivery.model_dump(mode="json", by_alias=True, exclude={"payload"})
+            print(json.dumps(fields))  # ASCII: nothing in it can drive a terminal
             continue
         answer = delivery.response_status if delivery.response_status is not None else "-"
         print(
