@@ -44,6 +44,11 @@ class ClaimState(enum.Enum):
     DONE = "done"
 
 
+# The states as module names: reading a member off an Enum class goes through its
+# metaclass, a tenth of a microsecond each time on the claim path.
+_NEW, _IN_PROGRESS, _DONE = ClaimState.NEW, ClaimState.IN_PROGRESS, ClaimState.DONE
+
+
 @runtime_checkable
 class IdempotencyStore(Protocol):
     """A blocking store of owned claims and completed keys."""
@@ -129,24 +134,24 @@ class MemoryIdempotencyStore:
     def claim(self, key: str, owner: str, lease: float) -> ClaimState:
         now = self._clock()
         entries = self._entries
-        with self._lock:
+        self._lock.acquire()  # not "with": this is the hot path, and "with" costs twice as much
+        try:
             entry = entries.get(key)
             if entry is not None:
                 if entry[1] > now:
                     return entry[0]
                 del entries[key]  # expired: claimed anew, as the newest entry
-            entries[key] = (ClaimState.IN_PROGRESS, now + lease, owner)
+            entries[key] = (_IN_PROGRESS, now + lease, owner)
             while len(entries) > self.max_entries:
                 entries.popitem(last=False)
-            return ClaimState.NEW
+            return _NEW
+        finally:
+            self._lock.release()
 
     def _held(self, key: str, owner: str, now: float) -> bool:
         entry = self._entries.get(key)
         return (
-            entry is not None
-            and entry[2] == owner
-            and entry[0] is ClaimState.IN_PROGRESS
-            and entry[1] > now
+            entry is not None and entry[2] == owner and entry[0] is _IN_PROGRESS and entry[1] > now
         )
 
     def renew(self, key: str, owner: str, lease: float) -> bool:
@@ -154,22 +159,25 @@ class MemoryIdempotencyStore:
         with self._lock:
             if not self._held(key, owner, now):
                 return False
-            self._entries[key] = (ClaimState.IN_PROGRESS, now + lease, owner)
+            self._entries[key] = (_IN_PROGRESS, now + lease, owner)
             return True
 
     def complete(self, key: str, owner: str, ttl: float) -> bool:
         now = self._clock()
-        with self._lock:
+        self._lock.acquire()
+        try:
             if not self._held(key, owner, now):
                 return False
-            self._entries[key] = (ClaimState.DONE, now + ttl, None)
+            self._entries[key] = (_DONE, now + ttl, None)
             self._entries.move_to_end(key)
             return True
+        finally:
+            self._lock.release()
 
     def release(self, key: str, owner: str) -> None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry[2] == owner and entry[0] is ClaimState.IN_PROGRESS:
+            if entry is not None and entry[2] == owner and entry[0] is _IN_PROGRESS:
                 del self._entries[key]
 
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, PydanticUndefinedAnnotation, PydanticUserError
 from typing_extensions import is_typeddict
 
 from fluxbase_receiver._heartbeat import HEARTBEAT
+from fluxbase_receiver._logcontext import event_context, handler_name
 from fluxbase_receiver.errors import (
     EventInProgress,
     HandlerError,
@@ -68,17 +69,19 @@ __all__ = [
     "EVENT_ID_HEADER",
     "SECRET_ENV",
     "Admitted",
+    "AfterHandlerObserver",
     "Dedupe",
     "HandlerObserver",
     "Headers",
     "Outcome",
+    "OutcomeObserver",
     "Receiver",
     "RequestHeaders",
     "check_model",
     "request_headers",
 ]
 
-logger = logging.getLogger("fluxbase_receiver")
+logger = logging.getLogger(__name__)
 
 Headers: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
 """Request headers: any mapping, or ``(name, value)`` pairs; names match case-insensitively."""
@@ -86,6 +89,11 @@ Headers: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
 HandlerFunc = TypeVar("HandlerFunc", bound=Callable[..., Any])
 HandlerObserver: TypeAlias = Callable[[Callable[..., Any], WebhookEvent], None]
 """Called with ``(handler, event)`` before each handler runs; see :meth:`Receiver.observe`."""
+AfterHandlerObserver: TypeAlias = Callable[
+    [Callable[..., Any], WebhookEvent, float, "Exception | None"], None
+]
+"""Called with ``(handler, event, duration_s, error)`` after each handler ran; ``error`` is what
+it raised (``None``: it returned). See :meth:`Receiver.observe`."""
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_LEASE = 10.0
@@ -102,6 +110,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _OK_BYTES = b'{"ok":true}'
 _SIGNATURE = SIGNATURE_HEADER.lower()
 _LEGACY = LEGACY_SIGNATURE_HEADER.lower()
+_NEW, _DONE = ClaimState.NEW, ClaimState.DONE  # an Enum member read off its class is slow
 
 
 class RequestHeaders(dict[str, str]):
@@ -168,6 +177,11 @@ class Outcome:
     def refuse(cls, error: WebhookError, event: WebhookEvent | None = None) -> Outcome:
         """The outcome for a refusal: ``{"error": code, "message": text}``."""
         return cls(error.status, {"error": error.code, "message": str(error)}, event, error)
+
+
+OutcomeObserver: TypeAlias = Callable[[Outcome, float], None]
+"""Called with ``(outcome, duration_s)`` for each answer the receiver makes; see
+:meth:`Receiver.observe`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +299,8 @@ class Receiver:
         self.decimals = decimals
         self._handlers: list[_Handler] = []
         self._observers: list[HandlerObserver] = []
+        self._after: list[AfterHandlerObserver] = []
+        self._outcomes: list[OutcomeObserver] = []
         self._routes: dict[tuple[str, str, str], tuple[_Handler, ...]] = {}
 
     def __repr__(self) -> str:
@@ -322,19 +338,68 @@ class Receiver:
 
         return register
 
-    def observe(self, observer: HandlerObserver) -> Callable[[], None]:
-        """Call ``observer(handler, event)`` just before each handler runs.
+    def observe(
+        self,
+        before: HandlerObserver | None = None,
+        *,
+        after: AfterHandlerObserver | None = None,
+        outcome: OutcomeObserver | None = None,
+    ) -> Callable[[], None]:
+        """Watch the pipeline, for metrics, tracing and test recorders.
 
-        For metrics, tracing and test recorders. An observer that raises counts as a
-        failure of that handler. Returns a function that stops the observing.
+        - ``before(handler, event)`` just before each handler runs; raising counts as a
+          failure of that handler.
+        - ``after(handler, event, duration_s, error)`` right after it, in the same thread or
+          task; ``error`` is the exception it raised, ``None`` when it returned.
+        - ``outcome(outcome, duration_s)`` once for each answer the receiver makes: a
+          refusal by :meth:`precheck` or :meth:`admit`, a duplicate, or the end of
+          :meth:`process` (``duration_s``: the time that call took).
+
+        ``after`` and ``outcome`` observers that raise are logged and otherwise ignored.
+        Nothing is measured while none is registered. Returns a function that stops them.
         """
-        self._observers.append(observer)
+        added = [
+            (watchers, observer)
+            for watchers, observer in (
+                (self._observers, before),
+                (self._after, after),
+                (self._outcomes, outcome),
+            )
+            if observer is not None
+        ]
+        for watchers, observer in added:
+            watchers.append(observer)  # type: ignore[arg-type]
 
         def stop() -> None:
-            if observer in self._observers:
-                self._observers.remove(observer)
+            for watchers, observer in added:
+                if observer in watchers:
+                    watchers.remove(observer)  # type: ignore[arg-type]
 
         return stop
+
+    def _reported(self, result: Admitted | Outcome, started: float) -> Any:
+        """``result``, told to the outcome observers first when it is an answer."""
+        if type(result) is Outcome:
+            duration = time.perf_counter() - started
+            for observer in self._outcomes:
+                try:
+                    observer(result, duration)
+                except Exception:
+                    logger.exception("an outcome observer failed")
+        return result
+
+    def _ran(
+        self, handler: Callable[..., Any], event: WebhookEvent, started: float, error: Exception | None
+    ) -> None:
+        duration = time.perf_counter() - started
+        for observer in self._after:
+            try:
+                observer(handler, event, duration, error)
+            except Exception:
+                logger.exception(
+                    "an after-handler observer failed",
+                    extra=event_context(event, handler=handler_name(handler)),
+                )
 
     def _handlers_for(self, event: WebhookEvent) -> tuple[_Handler, ...]:
         route = (event.schema_name, event.table, event.event)
@@ -455,11 +520,11 @@ class Receiver:
         owner: str,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> Admitted | Outcome:
-        if state is ClaimState.NEW:
+        if state is _NEW:
             admitted.owner = owner
             HEARTBEAT.hold(self.store, key, owner, self.processing_ttl, loop)
             return admitted
-        if state is ClaimState.DONE:
+        if state is _DONE:
             return Outcome(200, {"ok": True, "duplicate": True}, admitted.event)
         return _refused(
             EventInProgress("this event is already being handled; retry later"), admitted.event

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 
@@ -39,6 +40,7 @@ DEFAULT_TOLERANCE = 300.0
 
 Secrets = str | Sequence[str]
 
+_SIMPLE_HEADER = re.compile(r"t=([0-9]{1,18}),v1=([0-9a-fA-F]{64})")
 _BLOCK = 64  # SHA-256's block size in bytes
 _INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
 _OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
@@ -125,18 +127,9 @@ def parse_signature_header(header: str) -> tuple[str, list[str]]:
     appear. Raises :class:`MalformedSignature` when ``t`` or ``v1`` is missing or a part
     is not ``key=value``.
     """
-    first, sep, signature = header.partition(",v1=")
-    digits = first[2:]
-    if (  # the common "t=<digits>,v1=<hex>" shape, read in one step
-        sep
-        and first.startswith("t=")
-        and 0 < len(digits) <= 18
-        and digits.isascii()
-        and digits.isdigit()
-        and len(signature) == 64
-        and signature.isalnum()
-    ):
-        return digits, [signature]
+    simple = _SIMPLE_HEADER.fullmatch(header)
+    if simple is not None:  # the common "t=<digits>,v1=<hex>" shape, read in one step
+        return simple[1], [simple[2]]
     timestamp: str | None = None
     signatures: list[str] = []
     for raw_part in header.split(","):
