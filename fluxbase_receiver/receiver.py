@@ -34,7 +34,7 @@ from pydantic import BaseModel, PydanticUndefinedAnnotation, PydanticUserError
 from typing_extensions import is_typeddict
 
 from fluxbase_receiver._heartbeat import HEARTBEAT
-from fluxbase_receiver._logcontext import event_context, handler_name
+from fluxbase_receiver._logcontext import REQUEST_PATH, event_context, handler_name
 from fluxbase_receiver.errors import (
     EventInProgress,
     HandlerError,
@@ -42,7 +42,6 @@ from fluxbase_receiver.errors import (
     InvalidSignature,
     MethodNotAllowed,
     PayloadTooLarge,
-    SignatureError,
     UnsupportedMediaType,
     WebhookError,
 )
@@ -389,7 +388,11 @@ class Receiver:
         return result
 
     def _ran(
-        self, handler: Callable[..., Any], event: WebhookEvent, started: float, error: Exception | None
+        self,
+        handler: Callable[..., Any],
+        event: WebhookEvent,
+        started: float,
+        error: Exception | None,
     ) -> None:
         duration = time.perf_counter() - started
         for observer in self._after:
@@ -419,7 +422,8 @@ class Receiver:
         try:
             self._precheck(method, _lowered(headers), content_length)
         except WebhookError as error:
-            return _refused(error)
+            refusal = _refused(error)
+            return self._reported(refusal, time.perf_counter()) if self._outcomes else refusal
         return None
 
     def _precheck(self, method: str, headers: dict[str, str], length: int | None) -> None:
@@ -525,6 +529,12 @@ class Receiver:
             HEARTBEAT.hold(self.store, key, owner, self.processing_ttl, loop)
             return admitted
         if state is _DONE:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "webhook duplicate of a handled event: %s",
+                    key,
+                    extra=event_context(admitted.event, key=key, status=200),
+                )
             return Outcome(200, {"ok": True, "duplicate": True}, admitted.event)
         return _refused(
             EventInProgress("this event is already being handled; retry later"), admitted.event
@@ -556,11 +566,13 @@ class Receiver:
         with ``route``, only those of the events it accepts (the others stay dicts).
         """
         store = self._blocking_store()
+        started = time.perf_counter() if self._outcomes else 0.0
         admitted = self._read_or_refuse(body, headers, method, model, route)
         if isinstance(admitted, Outcome) or admitted.key is None or store is None:
-            return admitted
+            return self._reported(admitted, started) if self._outcomes else admitted
         key, owner = admitted.key, HEARTBEAT.owner()
-        return self._claimed(admitted, key, store.claim(key, owner, self.processing_ttl), owner)
+        claimed = self._claimed(admitted, key, store.claim(key, owner, self.processing_ttl), owner)
+        return self._reported(claimed, started) if self._outcomes else claimed
 
     async def admit_async(
         self,
@@ -572,15 +584,19 @@ class Receiver:
         route: EventFilter | None = None,
     ) -> Admitted | Outcome:
         """:meth:`admit` for async code (awaits an async idempotency store)."""
+        started = time.perf_counter() if self._outcomes else 0.0
         admitted = self._read_or_refuse(body, headers, method, model, route)
         if isinstance(admitted, Outcome) or admitted.key is None or self.store is None:
-            return admitted
+            return self._reported(admitted, started) if self._outcomes else admitted
         key, owner = admitted.key, HEARTBEAT.owner()
         if self._blocking is not None:
             state = self._blocking.claim(key, owner, self.processing_ttl)
-            return self._claimed(admitted, key, state, owner)
-        state = await cast(AsyncIdempotencyStore, self.store).claim(key, owner, self.processing_ttl)
-        return self._claimed(admitted, key, state, owner, asyncio.get_running_loop())
+            claimed = self._claimed(admitted, key, state, owner)
+        else:
+            store = cast(AsyncIdempotencyStore, self.store)
+            state = await store.claim(key, owner, self.processing_ttl)
+            claimed = self._claimed(admitted, key, state, owner, asyncio.get_running_loop())
+        return self._reported(claimed, started) if self._outcomes else claimed
 
     def settle(self, admitted: Admitted, ok: bool) -> None:
         """Settle ``admitted``'s claim: complete it when the handling succeeded (``ok``),
@@ -625,6 +641,7 @@ class Receiver:
         the claim and propagates.
         """
         self._blocking_store()
+        started = time.perf_counter() if self._outcomes else 0.0
         try:
             failures = self._run(admitted)
         except BaseException:
@@ -633,11 +650,15 @@ class Receiver:
             raise
         if settle:
             self.settle(admitted, ok=not failures)
-        return self._finish(admitted, failures)
+        outcome = self._finish(admitted, failures)
+        return self._reported(outcome, started) if self._outcomes else outcome
 
     def _run(self, admitted: Admitted) -> list[Exception]:
         failures: list[Exception] = []
+        after = self._after
         for handler, event in admitted.calls:
+            started = time.perf_counter() if after else 0.0
+            error = None
             try:
                 for observer in self._observers:
                     observer(handler.func, event)
@@ -646,10 +667,14 @@ class Receiver:
                     asyncio.run(_awaited(result))
             except Exception as exc:  # every handler runs; failures are aggregated
                 failures.append(exc)
+                error = exc
+            if after:
+                self._ran(handler.func, event, started, error)
         return failures
 
     async def process_async(self, admitted: Admitted, *, settle: bool = True) -> Outcome:
         """:meth:`process` for async code: awaits async handlers, threads sync ones."""
+        started = time.perf_counter() if self._outcomes else 0.0
         try:
             failures = await self._run_async(admitted)
         except BaseException:
@@ -658,30 +683,44 @@ class Receiver:
             raise
         if settle:
             await self.settle_async(admitted, ok=not failures)
-        return self._finish(admitted, failures)
+        outcome = self._finish(admitted, failures)
+        return self._reported(outcome, started) if self._outcomes else outcome
 
     async def _run_async(self, admitted: Admitted) -> list[Exception]:
         failures: list[Exception] = []
+        after = self._after
         for handler, event in admitted.calls:
+            started = time.perf_counter() if after else 0.0
+            error = None
             try:
                 for observer in self._observers:
                     observer(handler.func, event)
                 if handler.is_async:
                     await handler.func(event)
-                    continue
-                if handler.threaded:
-                    result = await asyncio.to_thread(handler.func, event)
                 else:
-                    result = handler.func(event)
-                if result is not None and inspect.isawaitable(result):
-                    await result
+                    if handler.threaded:
+                        result = await asyncio.to_thread(handler.func, event)
+                    else:
+                        result = handler.func(event)
+                    if result is not None and inspect.isawaitable(result):
+                        await result
             except Exception as exc:
                 failures.append(exc)
+                error = exc
+            if after:
+                self._ran(handler.func, event, started, error)
         return failures
 
     def _finish(self, admitted: Admitted, failures: Sequence[Exception]) -> Outcome:
         event = admitted.event
         if not failures:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "webhook accepted: %s on %s",
+                    event.event,
+                    event.qualified_table,
+                    extra=event_context(event, key=admitted.key, status=200),
+                )
             return Outcome(200, {"ok": True}, event)
         for exc in failures:
             logger.error(
@@ -689,6 +728,7 @@ class Receiver:
                 event.event,
                 event.qualified_table,
                 exc_info=(type(exc), exc, exc.__traceback__),
+                extra=event_context(event, key=admitted.key, status=500),
             )
         error = HandlerError(
             f"{len(failures)} of {len(admitted.calls)} handler(s) failed", tuple(failures)
@@ -769,7 +809,11 @@ def _bounded(prefix: str, value: str) -> str:
 
 
 def _lapsed(key: str) -> None:
-    logger.warning("the claim on %s lapsed before its handlers ended; the event may run again", key)
+    logger.warning(
+        "the claim on %s lapsed before its handlers ended; the event may run again",
+        key,
+        extra={"fluxbase_key": key},
+    )
 
 
 def _declared_length(declared: str, limit: int) -> int:
@@ -790,8 +834,15 @@ def _parse_as(body: bytes, model: type[Any], decimals: bool) -> WebhookEvent:
 
 
 def _refused(error: WebhookError, event: WebhookEvent | None = None) -> Outcome:
-    level = logging.WARNING if isinstance(error, SignatureError) else logging.INFO
-    logger.log(level, "webhook refused with %d: %s", error.status, error.code)
+    if logger.isEnabledFor(logging.WARNING):
+        path = REQUEST_PATH.get()
+        logger.warning(
+            "webhook refused with %d at %s: %s",
+            error.status,
+            path or "?",
+            error.code,
+            extra=event_context(event, status=error.status, reason=error.code, path=path),
+        )
     return Outcome.refuse(error, event)
 
 
