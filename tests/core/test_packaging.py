@@ -22,6 +22,7 @@ OPTIONAL = [
     "pytest",
     "waitress",
     "anyio",
+    "opentelemetry",
 ]
 
 
