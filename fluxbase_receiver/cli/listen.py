@@ -263,32 +263,43 @@ def run(args: argparse.Namespace) -> int:
     )
     style = Style.for_stdout()
     listener = Listener(receiver, style, args.forward_to, lambda text: print(text, flush=True))
-    stop = _Stop()
-    previous = {
-        signum: signal.signal(signum, stop.set) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
+    with _Stop() as stop:
         try:
             server = _PooledServer((args.host, args.port), _handler_class(listener), LISTEN_WORKERS)
         except (OSError, UnicodeError) as error:
             reason = getattr(error, "strerror", None) or error
             raise CLIError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
         _serve_until(server, stop, f"http://{args.host}:{server.server_port}", style, args)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        stop.close()
     print("stopped", flush=True)
     return 0
 
 
 class _Stop:
-    """A stop request that a signal handler can make at any moment: it writes to a pipe
-    (no lock that the interrupted main thread might hold) and the main thread reads it."""
+    """Ctrl-C, SIGTERM or the end of the accept loop, as a byte in a pipe the main thread
+    reads.
 
-    def __init__(self) -> None:
+    The kernel may hand a signal to any thread, and Python runs signal handlers only in
+    the main thread between bytecodes, so a main thread blocked in a read would not see
+    it. The signal's wakeup fd is written by the C-level handler in whichever thread the
+    signal lands, so the read returns either way; the handler writes too, for a signal
+    that arrives before the wakeup fd is set.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _Stop:
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
+        self._handlers = {signum: signal.signal(signum, self.set) for signum in self.SIGNALS}
+        self._wakeup = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        signal.set_wakeup_fd(self._wakeup)
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        os.close(self._read)
+        os.close(self._write)
 
     def set(self, *_: object) -> None:
         with contextlib.suppress(BlockingIOError):  # a stop is already pending
@@ -296,10 +307,6 @@ class _Stop:
 
     def wait(self) -> None:
         os.read(self._read, 1)
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self._write)
 
 
 def _serve_until(
