@@ -13,7 +13,8 @@ from typing import Literal, TypeAlias
 
 from fluxbase_receiver.errors import HandlerError, InvalidPayload, PayloadTooLarge
 from fluxbase_receiver.events import WebhookEvent
-from fluxbase_receiver.receiver import Admitted, Outcome, Receiver
+from fluxbase_receiver.receiver import EVENT_ID_HEADER, Admitted, Outcome, Receiver
+from fluxbase_receiver.signature import LEGACY_SIGNATURE_HEADER, SIGNATURE_HEADER
 
 logger = logging.getLogger("fluxbase_receiver")
 
@@ -21,6 +22,18 @@ Respond: TypeAlias = Literal["after_handlers", "immediately"]
 """When to answer: after the handlers ran (default), or right after verify + claim (202)."""
 
 JSON = "application/json"
+
+READ_HEADERS = tuple(
+    name.lower()
+    for name in (
+        "Content-Type",
+        "Content-Length",
+        SIGNATURE_HEADER,
+        LEGACY_SIGNATURE_HEADER,
+        EVENT_ID_HEADER,
+    )
+)
+"""The request headers ``Receiver`` reads, by lowercase name: an adapter passes only these."""
 
 STATUS_LINES: dict[int, str] = {
     status.value: f"{status.value} {status.phrase}" for status in HTTPStatus

@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 
 from fluxbase_receiver.adapters._common import (
+    READ_HEADERS,
     Respond,
     check_respond,
     path_variants,
@@ -67,7 +68,6 @@ from fluxbase_receiver.receiver import (  # noqa: E402
     Receiver,
     RequestHeaders,
     accepted,
-    request_headers,
 )
 
 __all__ = [
@@ -89,15 +89,21 @@ def scope_headers(scope: Scope) -> list[tuple[str, str]]:
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
 
 
+_READ_NAMES = {name.encode("latin-1"): name for name in READ_HEADERS}
+
+
 def scope_request_headers(scope: Scope) -> RequestHeaders:
-    """The request headers of an ASGI ``scope`` as the receiver reads them, decoded and
-    lowercased in one pass (what :func:`~fluxbase_receiver.receiver.request_headers` gives
-    for :func:`scope_headers`)."""
-    raw = scope["headers"]
-    headers = RequestHeaders(
-        {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
-    )
-    return headers if len(headers) == len(raw) else request_headers(scope_headers(scope))
+    """The request headers of an ASGI ``scope`` that the receiver reads, decoded and
+    lowercased in one pass, a repeated header's values joined with ``", "`` (what
+    :func:`~fluxbase_receiver.receiver.request_headers` gives for :func:`scope_headers`,
+    without the headers the receiver does not read)."""
+    headers = RequestHeaders()
+    for raw_name, raw_value in scope["headers"]:
+        name = _READ_NAMES.get(raw_name) or _READ_NAMES.get(raw_name.lower())
+        if name is not None:
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 async def read_body(

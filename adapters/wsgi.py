@@ -39,6 +39,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, TYPE_CHECKING
 
 from fluxbase_receiver.adapters._common import (
+    READ_HEADERS,
     STATUS_LINES,
     Respond,
     check_respond,
@@ -60,8 +61,8 @@ from fluxbase_receiver.receiver import (  # noqa: E402
     Headers,
     Outcome,
     Receiver,
+    RequestHeaders,
     accepted,
-    request_headers,
 )
 
 if TYPE_CHECKING:
@@ -96,6 +97,25 @@ def environ_headers(environ: WSGIEnvironment) -> list[tuple[str, str]]:
     for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
         if environ.get(key):
             headers.append((name, environ[key]))
+    return headers
+
+
+_ENVIRON_KEYS = tuple(
+    (name.upper().replace("-", "_"), name)
+    if name.startswith("content-")
+    else ("HTTP_" + name.upper().replace("-", "_"), name)
+    for name in READ_HEADERS
+)
+
+
+def _receiver_headers(environ: WSGIEnvironment) -> RequestHeaders:
+    """The request headers the receiver reads, straight from the environ (empty ones left out,
+    as :func:`environ_headers` leaves out an empty ``Content-Type`` or ``Content-Length``)."""
+    headers = RequestHeaders()
+    for key, name in _ENVIRON_KEYS:
+        value = environ.get(key)
+        if value:
+            headers[name] = value
     return headers
 
 
@@ -214,7 +234,7 @@ class WSGIWebhookEndpoint:
         return f"<WSGIWebhookEndpoint respond={self.respond!r} deadline={self.deadline!r}>"
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        headers = request_headers(environ_headers(environ))  # lowercased once for every step
+        headers = _receiver_headers(environ)  # read once for every step
         body = read_environ_body(environ, self.receiver, headers)
         outcome = self.answer(body, headers) if isinstance(body, bytes) else body
         answer = outcome.body_bytes()

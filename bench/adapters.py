@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from flask import Flask
 from flask import request as flask_request
 from starlette.applications import Starlette
@@ -274,6 +274,23 @@ def bare_fastapi(_: Receiver) -> Any:
     return app
 
 
+async def no_op() -> None:
+    return None
+
+
+def fastapi_no_op_dependency(_: Receiver) -> Any:
+    """The bare endpoint behind one no-op ``Depends``: what FastAPI's dependency machinery
+    costs by itself, a floor under any adapter that is a dependency."""
+    app = FastAPI()
+
+    @app.post(PATH)
+    async def hook(request: Request, _: None = Depends(no_op)) -> dict[str, bool]:
+        await request.body()
+        return {"ok": True}
+
+    return app
+
+
 def fastapi_adapter(receiver: Receiver) -> Any:
     app = FastAPI()
     install_exception_handler(app)
@@ -396,6 +413,18 @@ def main() -> None:
             f"{(adapter_s - bare_s) * 1e6:9.1f} {core_s * 1e6:10.1f} "
             f"{glue * 1e6:8.1f} {ratio:13.2f}x{verdict}"
         )
+    bare_s = dependency_s = float("inf")
+    for r in range(rounds):
+        bare_s = min(bare_s, per_request(count, r, partial(run, time_asgi, bare_fastapi)))
+        dependency_s = min(
+            dependency_s, per_request(count, r, partial(run, time_asgi, fastapi_no_op_dependency))
+        )
+    print(
+        f"\nFastAPI's own dependency machinery: one no-op Depends adds "
+        f"{(dependency_s - bare_s) * 1e6:.1f} µs to the bare endpoint "
+        f"({(dependency_s - bare_s) / core_s:.2f}x the core's handle), a floor under any "
+        "dependency"
+    )
     print()
     print("glue = adapter - (bare + the core on the same request, in the same loop)")
     print(
