@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -167,10 +168,14 @@ class _PooledServer(HTTPServer):
     ) -> None:
         self._free = threading.BoundedSemaphore(workers)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fluxbase-listen")
+        self._serving: set[socket.socket] = set()
+        self._serving_lock = threading.Lock()
         super().__init__(address, handler)  # closes the server (and pool) if it cannot bind
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._free.acquire()
+        with self._serving_lock:
+            self._serving.add(request)
         self._pool.submit(self._serve_one, request, client_address)
 
     def _serve_one(self, request: Any, client_address: Any) -> None:
@@ -179,6 +184,8 @@ class _PooledServer(HTTPServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            with self._serving_lock:
+                self._serving.discard(request)
             self.shutdown_request(request)
             self._free.release()
 
@@ -191,7 +198,13 @@ class _PooledServer(HTTPServer):
             print(f"{PROG}: error: a request failed: {error!r}", file=sys.stderr, flush=True)
 
     def server_close(self) -> None:
+        """Stop listening and end the connections being served, so that a slow or silent
+        client cannot keep the process from exiting (its sender will retry)."""
         super().server_close()
+        with self._serving_lock:
+            for request in self._serving:
+                with contextlib.suppress(OSError):
+                    request.shutdown(socket.SHUT_RDWR)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

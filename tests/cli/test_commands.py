@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,31 @@ def test_the_plain_commands_import_no_sender_part() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_listen_stops_while_a_slow_client_keeps_sending() -> None:
+    port = free_port()
+    live = Live(["--secret", "s", "--port", str(port)])
+    sending, done = threading.Event(), threading.Event()
+
+    def trickle() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /webhooks/fluxbase HTTP/1.1\r\n")
+            while not done.wait(0.2):  # a header byte at a time, for as long as it is let
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    return
+                sending.set()
+
+    try:
+        live.wait_for("Ctrl-C")
+        wait_for_port(port)
+        slow = threading.Thread(target=trickle, daemon=True)
+        slow.start()
+        assert sending.wait(20)
+        live.process.send_signal(signal.SIGINT)
+        assert live.process.wait(timeout=30) == 0
+    finally:
+        done.set()
+        live.kill()
