@@ -38,10 +38,11 @@ from fluxbase_receiver.sender.policy import Decision, RetryPolicy
 from fluxbase_receiver.sender.sender import Sender, Webhooks
 from fluxbase_receiver.sender.serve import serve_management
 from fluxbase_receiver.sender.sqlite import SQLiteStore
-from fluxbase_receiver.sender.worker import Worker
+from fluxbase_receiver.sender.worker import AttemptObserver, Worker
 
 __all__ = [
     "APIError",
+    "AttemptObserver",
     "Decision",
     "Delivery",
     "DeliveryAttempt",

@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -27,11 +27,11 @@ from fluxbase_receiver.sender.models import (
     WebhookValidationError,
 )
 from fluxbase_receiver.sender.policy import RetryPolicy
-from fluxbase_receiver.sender.worker import Worker, default_worker_id
+from fluxbase_receiver.sender.worker import AttemptObserver, Worker, default_worker_id
 
 __all__ = ["Sender", "Webhooks"]
 
-logger = logging.getLogger("fluxbase_receiver.sender")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -388,6 +388,15 @@ class Sender:
         """When the earliest pending delivery can be sent (leases included), or ``None``."""
         due = self._call(self.store.next_due())
         return None if due is None else datetime.fromtimestamp(due, UTC)
+
+    def backlog(self) -> int:
+        """How many deliveries are not finished yet (pending or retrying)."""
+        return self._call(self.store.backlog())
+
+    def observe(self, observer: AttemptObserver) -> Callable[[], None]:
+        """Call ``observer(claimed, record)`` after each delivery attempt, on the sender's
+        event loop (see :meth:`Worker.observe`); returns a function that stops it."""
+        return self._worker.observe(observer)
 
     # -- delivery -----------------------------------------------------------------
 

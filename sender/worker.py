@@ -16,9 +16,10 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 from fluxbase_receiver.sender.backend import AttemptRecord, ClaimedDelivery, SenderStore
 from fluxbase_receiver.sender.capture import CapturedEvent, wire_body
@@ -26,9 +27,12 @@ from fluxbase_receiver.sender.delivery import AttemptResult, HttpSender, signed_
 from fluxbase_receiver.sender.models import DeliveryCounts
 from fluxbase_receiver.sender.policy import RetryPolicy
 
-__all__ = ["Worker", "default_worker_id"]
+__all__ = ["AttemptObserver", "Worker", "default_worker_id"]
 
-logger = logging.getLogger("fluxbase_receiver.sender")
+logger = logging.getLogger(__name__)
+
+AttemptObserver: TypeAlias = Callable[[ClaimedDelivery, AttemptRecord], None]
+"""Called with ``(claimed, record)`` after each delivery attempt; see :meth:`Worker.observe`."""
 
 
 def default_worker_id() -> str:
@@ -52,6 +56,7 @@ class Worker:
     totals: DeliveryCounts = field(default_factory=DeliveryCounts)
     """Everything this worker attempted since it was made."""
     _stopping: asyncio.Event | None = field(default=None, init=False, repr=False)
+    _observers: list[AttemptObserver] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -93,6 +98,20 @@ class Worker:
                 await progress
             self._stopping = None
             logger.info("sender worker %s stopped (%s)", self.owner, _describe(self.totals))
+
+    def observe(self, observer: AttemptObserver) -> Callable[[], None]:
+        """Call ``observer(claimed, record)`` after each attempt, on the worker's event loop.
+
+        For metrics and tracing: it must return quickly. One that raises is logged and
+        otherwise ignored. Returns a function that stops the observing.
+        """
+        self._observers.append(observer)
+
+        def stop() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return stop
 
     @property
     def serving(self) -> bool:
@@ -187,16 +206,18 @@ class Worker:
         started = time.time()
         result = await http.post(claimed.url, body, headers, claimed.timeout_seconds)
         decision = self.policy.decide(claimed, result, retry)
-        logger.debug(
-            "delivery %s to webhook %s attempt %d: %s (%s); now %s",
-            claimed.delivery_id,
-            claimed.webhook_id,
-            claimed.attempt,
-            result.status,
-            result.error or "ok",
-            decision.status,
-        )
-        return AttemptRecord(
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "delivery %s to webhook %s attempt %d: %s (%s); now %s",
+                claimed.delivery_id,
+                claimed.webhook_id,
+                claimed.attempt,
+                result.status,
+                result.error or "ok",
+                decision.status,
+                extra=_context(claimed, status=decision.status),
+            )
+        record = AttemptRecord(
             delivery_id=claimed.delivery_id,
             webhook_id=claimed.webhook_id,
             owner=self.owner,
@@ -205,13 +226,26 @@ class Worker:
             started_at=started,
             decision=decision,
         )
+        for observer in self._observers:
+            try:
+                observer(claimed, record)
+            except Exception:
+                logger.exception("an attempt observer failed", extra=_context(claimed))
+        return record
 
     async def _record(self, records: list[AttemptRecord], counts: DeliveryCounts) -> None:
         await self.store.record_attempts(records)
         for record in records:
             if record.decision.disable_reason:
                 logger.warning(
-                    "webhook %s disabled: %s", record.webhook_id, record.decision.disable_reason
+                    "webhook %s disabled: %s",
+                    record.webhook_id,
+                    record.decision.disable_reason,
+                    extra={
+                        "fluxbase_webhook_id": record.webhook_id,
+                        "fluxbase_delivery_id": record.delivery_id,
+                        "fluxbase_reason": record.decision.disable_reason,
+                    },
                 )
             for tally in (counts, self.totals):
                 tally.attempted += 1
@@ -238,6 +272,21 @@ class Worker:
             logger.info(
                 "sender worker %s: %s, backlog %d", self.owner, _describe(self.totals), backlog
             )
+
+
+def _context(claimed: ClaimedDelivery, **more: object) -> dict[str, Any]:
+    """The ``extra`` of a record about one delivery attempt (ids only, never the secret)."""
+    event = claimed.event
+    return {
+        "fluxbase_delivery_id": claimed.delivery_id,
+        "fluxbase_webhook_id": claimed.webhook_id,
+        "fluxbase_attempt": claimed.attempt,
+        "fluxbase_event_id": event.id,
+        "fluxbase_table": event.table,
+        "fluxbase_schema": event.schema,
+        "fluxbase_operation": event.event,
+        **{f"fluxbase_{name}": value for name, value in more.items()},
+    }
 
 
 def _describe(counts: DeliveryCounts) -> str:
