@@ -60,6 +60,7 @@ from aiohttp import web  # noqa: E402
 from aiohttp.http_exceptions import HttpProcessingError  # noqa: E402
 from aiohttp.typedefs import Handler, Middleware  # noqa: E402
 
+from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
 from fluxbase_receiver.receiver import Headers, Outcome, Receiver, accepted  # noqa: E402
 
 __all__ = [
@@ -70,7 +71,7 @@ __all__ = [
     "webhook_routes",
 ]
 
-logger = logging.getLogger("fluxbase_receiver")
+logger = logging.getLogger(__name__)
 
 
 def to_response(outcome: Outcome) -> web.Response:
@@ -86,6 +87,7 @@ async def read_body(request: web.Request, receiver: Receiver, headers: Headers) 
     Reading stops at the first chunk past ``receiver.max_body_bytes``: the rest of an
     oversized upload is never read. A body cut short (the client went away) is a 400.
     """
+    REQUEST_PATH.set(request.path)  # named in refusal records
     refusal = receiver.precheck(request.method, headers, request.content_length)
     if refusal is not None:
         return refusal

@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import STATUS_LINES, response_headers
 from fluxbase_receiver.errors import InvalidPayload
 from fluxbase_receiver.receiver import Outcome, Receiver
@@ -115,6 +116,7 @@ def lambda_handler(receiver: Receiver) -> LambdaHandler:
     """The Lambda handler ``handler(event, context)`` that receives webhooks with ``receiver``."""
 
     def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        REQUEST_PATH.set(event.get("rawPath") or event.get("path"))  # named in refusal records
         request = read_event(event)
         body = request.body
         if isinstance(body, Outcome):

@@ -79,6 +79,7 @@ from django.http import HttpRequest, HttpResponse, UnreadablePostError  # noqa: 
 from django.urls import URLPattern, path  # noqa: E402
 from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 
+from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
 from fluxbase_receiver.events import EventFilter  # noqa: E402
 from fluxbase_receiver.receiver import (  # noqa: E402
     Headers,
@@ -122,6 +123,7 @@ def read_body(request: HttpRequest, receiver: Receiver, headers: Headers) -> byt
     The limit is the smaller of ``receiver.max_body_bytes`` and Django's
     ``DATA_UPLOAD_MAX_MEMORY_SIZE``. ``headers`` are the request's (:func:`request_headers`).
     """
+    REQUEST_PATH.set(request.path)  # named in refusal records
     refusal = receiver.precheck(request.method or "GET", headers)
     if refusal is not None:
         return refusal
