@@ -87,7 +87,6 @@ async def read_body(request: web.Request, receiver: Receiver, headers: Headers) 
     Reading stops at the first chunk past ``receiver.max_body_bytes``: the rest of an
     oversized upload is never read. A body cut short (the client went away) is a 400.
     """
-    REQUEST_PATH.set(request.path)  # named in refusal records
     refusal = receiver.precheck(request.method, headers, request.content_length)
     if refusal is not None:
         return refusal
@@ -114,17 +113,21 @@ def webhook_handler(
     check_respond(respond, deadline)
 
     async def fluxbase_webhook(request: web.Request) -> web.StreamResponse:
-        headers = list(request.headers.items())
-        body = await read_body(request, receiver, headers)
-        if isinstance(body, Outcome):
-            return to_response(body)
-        if respond == "after_handlers":
-            return to_response(await receiver.handle_async(body, headers, deadline=deadline))
-        admitted = await receiver.admit_async(body, headers)
-        if isinstance(admitted, Outcome):
-            return to_response(admitted)
-        process_in_background(receiver, admitted)
-        return to_response(accepted(admitted.event))
+        path = REQUEST_PATH.set(request.path)  # named in refusal records
+        try:
+            headers = list(request.headers.items())
+            body = await read_body(request, receiver, headers)
+            if isinstance(body, Outcome):
+                return to_response(body)
+            if respond == "after_handlers":
+                return to_response(await receiver.handle_async(body, headers, deadline=deadline))
+            admitted = await receiver.admit_async(body, headers)
+            if isinstance(admitted, Outcome):
+                return to_response(admitted)
+            process_in_background(receiver, admitted)
+            return to_response(accepted(admitted.event))
+        finally:
+            REQUEST_PATH.reset(path)
 
     return fluxbase_webhook
 

@@ -116,11 +116,14 @@ def lambda_handler(receiver: Receiver) -> LambdaHandler:
     """The Lambda handler ``handler(event, context)`` that receives webhooks with ``receiver``."""
 
     def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        REQUEST_PATH.set(event.get("rawPath") or event.get("path"))  # named in refusal records
-        request = read_event(event)
-        body = request.body
-        if isinstance(body, Outcome):
-            return request.respond(body)
-        return request.respond(receiver.handle(body, request.headers, request.method))
+        path = REQUEST_PATH.set(event.get("rawPath") or event.get("path"))  # for refusal records
+        try:
+            request = read_event(event)
+            body = request.body
+            if isinstance(body, Outcome):
+                return request.respond(body)
+            return request.respond(receiver.handle(body, request.headers, request.method))
+        finally:
+            REQUEST_PATH.reset(path)
 
     return handler

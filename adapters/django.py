@@ -123,7 +123,6 @@ def read_body(request: HttpRequest, receiver: Receiver, headers: Headers) -> byt
     The limit is the smaller of ``receiver.max_body_bytes`` and Django's
     ``DATA_UPLOAD_MAX_MEMORY_SIZE``. ``headers`` are the request's (:func:`request_headers`).
     """
-    REQUEST_PATH.set(request.path)  # named in refusal records
     refusal = receiver.precheck(request.method or "GET", headers)
     if refusal is not None:
         return refusal
@@ -157,28 +156,36 @@ def webhook_endpoint(
             raise ValueError("respond='immediately' and deadline need asynchronous=True")
 
         def fluxbase_webhook(request: HttpRequest) -> HttpResponse:
-            headers = request_headers(request)
-            body = read_body(request, receiver, headers)
-            if isinstance(body, Outcome):
-                return to_response(body)
-            return to_response(receiver.handle(body, headers))
+            path = REQUEST_PATH.set(request.path)  # named in refusal records
+            try:
+                headers = request_headers(request)
+                body = read_body(request, receiver, headers)
+                if isinstance(body, Outcome):
+                    return to_response(body)
+                return to_response(receiver.handle(body, headers))
+            finally:
+                REQUEST_PATH.reset(path)
 
         return csrf_exempt(fluxbase_webhook)
 
     async def fluxbase_webhook_async(request: HttpRequest) -> HttpResponse:
-        headers = request_headers(request)
-        body = read_body(request, receiver, headers)
-        if isinstance(body, Outcome):
-            return to_response(body)
-        if not isinstance(request, ASGIRequest):  # no loop outlives this request: answer after
-            return to_response(await receiver.handle_async(body, headers))
-        if respond == "after_handlers":
-            return to_response(await receiver.handle_async(body, headers, deadline=deadline))
-        admitted = await receiver.admit_async(body, headers)
-        if isinstance(admitted, Outcome):
-            return to_response(admitted)
-        process_in_background(receiver, admitted)
-        return to_response(accepted(admitted.event))
+        path = REQUEST_PATH.set(request.path)  # named in refusal records
+        try:
+            headers = request_headers(request)
+            body = read_body(request, receiver, headers)
+            if isinstance(body, Outcome):
+                return to_response(body)
+            if not isinstance(request, ASGIRequest):  # no loop outlives this request: answer after
+                return to_response(await receiver.handle_async(body, headers))
+            if respond == "after_handlers":
+                return to_response(await receiver.handle_async(body, headers, deadline=deadline))
+            admitted = await receiver.admit_async(body, headers)
+            if isinstance(admitted, Outcome):
+                return to_response(admitted)
+            process_in_background(receiver, admitted)
+            return to_response(accepted(admitted.event))
+        finally:
+            REQUEST_PATH.reset(path)
 
     return csrf_exempt(fluxbase_webhook_async)
 
@@ -227,29 +234,33 @@ def _sync_wrapper(
     receiver: Receiver, route: EventFilter, model: type[Any] | None, view: View
 ) -> Callable[..., HttpResponse]:
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        headers = request_headers(request)
-        body = read_body(request, receiver, headers)
-        if isinstance(body, Outcome):
-            return to_response(body)
-        admitted = receiver.admit(body, headers, model=model, route=route)
-        if isinstance(admitted, Outcome):
-            return to_response(admitted)
-        if not route.accepts(admitted.event):  # the receiver's handlers run; the view not
-            outcome = receiver.process(admitted)
-            return to_response(skipped(admitted.event) if outcome.ok else outcome)
-        ok = False
+        path = REQUEST_PATH.set(request.path)  # named in refusal records
         try:
-            outcome = receiver.process(admitted, settle=False)
-            if not outcome.ok:
-                return to_response(outcome)
+            headers = request_headers(request)
+            body = read_body(request, receiver, headers)
+            if isinstance(body, Outcome):
+                return to_response(body)
+            admitted = receiver.admit(body, headers, model=model, route=route)
+            if isinstance(admitted, Outcome):
+                return to_response(admitted)
+            if not route.accepts(admitted.event):  # the receiver's handlers run; the view not
+                outcome = receiver.process(admitted)
+                return to_response(skipped(admitted.event) if outcome.ok else outcome)
+            ok = False
             try:
-                result = view(request, admitted.event, *args, **kwargs)
-            except Exception as error:
-                return to_response(view_failed(admitted.event, error))
-            ok = True
-            return to_response(outcome) if result is None else result
+                outcome = receiver.process(admitted, settle=False)
+                if not outcome.ok:
+                    return to_response(outcome)
+                try:
+                    result = view(request, admitted.event, *args, **kwargs)
+                except Exception as error:
+                    return to_response(view_failed(admitted.event, error))
+                ok = True
+                return to_response(outcome) if result is None else result
+            finally:
+                receiver.settle(admitted, ok)
         finally:
-            receiver.settle(admitted, ok)
+            REQUEST_PATH.reset(path)
 
     return wrapper
 
@@ -261,28 +272,32 @@ def _async_wrapper(
     view: Callable[..., Awaitable[Any]],
 ) -> Callable[..., Awaitable[HttpResponse]]:
     async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        headers = request_headers(request)
-        body = read_body(request, receiver, headers)
-        if isinstance(body, Outcome):
-            return to_response(body)
-        admitted = await receiver.admit_async(body, headers, model=model, route=route)
-        if isinstance(admitted, Outcome):
-            return to_response(admitted)
-        if not route.accepts(admitted.event):  # the receiver's handlers run; the view not
-            outcome = await receiver.process_async(admitted)
-            return to_response(skipped(admitted.event) if outcome.ok else outcome)
-        ok = False
+        path = REQUEST_PATH.set(request.path)  # named in refusal records
         try:
-            outcome = await receiver.process_async(admitted, settle=False)
-            if not outcome.ok:
-                return to_response(outcome)
+            headers = request_headers(request)
+            body = read_body(request, receiver, headers)
+            if isinstance(body, Outcome):
+                return to_response(body)
+            admitted = await receiver.admit_async(body, headers, model=model, route=route)
+            if isinstance(admitted, Outcome):
+                return to_response(admitted)
+            if not route.accepts(admitted.event):  # the receiver's handlers run; the view not
+                outcome = await receiver.process_async(admitted)
+                return to_response(skipped(admitted.event) if outcome.ok else outcome)
+            ok = False
             try:
-                result = await view(request, admitted.event, *args, **kwargs)
-            except Exception as error:
-                return to_response(view_failed(admitted.event, error))
-            ok = True
-            return to_response(outcome) if result is None else result
+                outcome = await receiver.process_async(admitted, settle=False)
+                if not outcome.ok:
+                    return to_response(outcome)
+                try:
+                    result = await view(request, admitted.event, *args, **kwargs)
+                except Exception as error:
+                    return to_response(view_failed(admitted.event, error))
+                ok = True
+                return to_response(outcome) if result is None else result
+            finally:
+                await receiver.settle_async(admitted, ok)
         finally:
-            await receiver.settle_async(admitted, ok)
+            REQUEST_PATH.reset(path)
 
     return wrapper
