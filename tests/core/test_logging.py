@@ -119,11 +119,15 @@ def test_a_refusal_after_parsing_names_the_event(caplog: pytest.LogCaptureFixtur
     receiver = Receiver(SECRET)
     receiver.on("orders")(lambda event: None)
     raw = body(None)
-    receiver.observe(lambda handler, event: receiver.handle(raw, fluxbase_headers(raw, SECRET)))
+    answers: list[Outcome] = []
+    receiver.observe(
+        lambda handler, event: answers.append(receiver.handle(raw, fluxbase_headers(raw, SECRET)))
+    )
 
     with caplog.at_level(logging.WARNING, logger="fluxbase_receiver"):
         receiver.handle(raw, fluxbase_headers(raw, SECRET))  # its handler sees it in progress
 
+    assert [answer.status for answer in answers] == [409]
     (record,) = caplog.records
     assert record.fluxbase_reason == "event_in_progress"  # type: ignore[attr-defined]
     assert record.fluxbase_status == 409  # type: ignore[attr-defined]
