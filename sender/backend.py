@@ -14,11 +14,13 @@ The choice is made when a change is captured (``watch`` records it in the trigge
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeAlias
 
-from fluxbase_receiver.sender.capture import CapturedEvent
+from fluxbase_receiver.sender.capture import CapturedEvent, wire_body
 from fluxbase_receiver.sender.delivery import AttemptResult
 from fluxbase_receiver.sender.models import (
     AttemptOutcome,
@@ -263,3 +265,73 @@ def sqlite_path(database_url: str) -> str:
             "the sender needs a database file that every connection shares, not :memory:"
         )
     return path
+
+
+class Row(Protocol):
+    """A result row read by column name (``sqlite3.Row``, a psycopg dict row)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
+def unix_datetime(value: float | None) -> datetime | None:
+    """A stored unix time as an aware UTC datetime."""
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def max_attempts(row: Row) -> int:
+    """A delivery's attempt limit: its own, else its webhook's ``max_retries + 1``."""
+    limit: int = row["max_attempts"] or row["max_retries"] + 1
+    return limit
+
+
+def captured_event(row: Row) -> CapturedEvent:
+    """The captured change of a delivery row joined with its event."""
+    return CapturedEvent(
+        id=row["event_id"],
+        event=row["event"],
+        schema=row["schema_name"],
+        table=row["table_name"],
+        record=row["record"],
+        old_record=row["old_record"],
+        occurred_at=row["occurred_at"],
+    )
+
+
+def delivery_from_row(row: Row) -> Delivery:
+    """The public view of a delivery row joined with its event."""
+    return Delivery(
+        id=row["id"],
+        webhook_id=row["webhook_id"],
+        event_id=row["event_id"],
+        event=row["event"],
+        table=row["table_name"],
+        schema_name=row["schema_name"],
+        status=row["status"],
+        attempts=row["attempts"],
+        response_status=row["response_status"],
+        response_body=row["response_body"],
+        error=row["error"],
+        created_at=unix_datetime(row["created_at"]),
+        delivered_at=unix_datetime(row["delivered_at"]),
+        next_attempt_at=unix_datetime(row["next_attempt_at"]),
+        payload=json.loads(wire_body(captured_event(row), row["webhook_id"])),
+    )
+
+
+def claimed_from_row(row: Row, *, headers: dict[str, str], attempt: int) -> ClaimedDelivery:
+    """A leased delivery row joined with its event and webhook, ready to send."""
+    return ClaimedDelivery(
+        delivery_id=row["id"],
+        attempt=attempt,
+        in_progress_answers=row["in_progress_answers"],
+        max_attempts=max_attempts(row),
+        created_at=row["created_at"],
+        event=captured_event(row),
+        webhook_id=row["webhook_id"],
+        url=row["url"],
+        secret=row["secret"],
+        headers=headers,
+        timeout_seconds=row["timeout_seconds"],
+        retry_backoff_seconds=row["retry_backoff_seconds"],
+        failing_since=row["failing_since"],
+    )

@@ -31,7 +31,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 try:
@@ -49,9 +48,12 @@ from fluxbase_receiver.sender.backend import (
     AttemptRecord,
     ClaimedDelivery,
     Ordering,
+    claimed_from_row,
+    delivery_from_row,
+    unix_datetime,
     webhook_changes,
 )
-from fluxbase_receiver.sender.capture import CapturedEvent, check_identifier, wire_body
+from fluxbase_receiver.sender.capture import CapturedEvent, check_identifier
 from fluxbase_receiver.sender.delivery import MAX_STORED_BODY
 from fluxbase_receiver.sender.models import (
     AttemptOutcome,
@@ -717,7 +719,11 @@ class PostgresStore:
             return rows
 
         rows = await self._run(work)
-        return _claimed(rows[0]) if rows else None
+        return (
+            claimed_from_row(rows[0], headers=rows[0]["headers"], attempt=rows[0]["attempts"])
+            if rows
+            else None
+        )
 
     async def watch(self, table: str, schema: str) -> None:
         target = sql.Identifier(
@@ -780,7 +786,9 @@ class PostgresStore:
             (owner, now, due_before, limit, lease_grace),
         )
         rows.sort(key=lambda row: row["n"])
-        return [_claimed(row) for row in rows]
+        return [
+            claimed_from_row(row, headers=row["headers"], attempt=row["attempts"]) for row in rows
+        ]
 
     async def _release_stranded(self) -> None:
         """Let go a change left waiting with no unfinished change of its row ahead of it.
@@ -870,7 +878,7 @@ class PostgresStore:
             " JOIN {s}.events AS e ON e.id = d.event_id WHERE d.id = %s",
             (delivery_id,),
         )
-        return _delivery(rows[0]) if rows else None
+        return delivery_from_row(rows[0]) if rows else None
 
     async def list_deliveries(
         self, webhook_id: str | None, limit: int, offset: int
@@ -883,7 +891,7 @@ class PostgresStore:
             " ORDER BY d.seq DESC LIMIT %s OFFSET %s",
             (*params, limit, offset),
         )
-        return [_delivery(row) for row in rows]
+        return [delivery_from_row(row) for row in rows]
 
     async def list_attempts(self, delivery_id: str) -> list[DeliveryAttempt]:
         rows = await self._fetch(
@@ -892,7 +900,7 @@ class PostgresStore:
             (delivery_id,),
         )
         return [
-            DeliveryAttempt.model_validate({**row, "started_at": _unix(row["started_at"])})
+            DeliveryAttempt.model_validate({**row, "started_at": unix_datetime(row["started_at"])})
             for row in rows
         ]
 
@@ -992,63 +1000,9 @@ def _webhook_values(spec: WebhookSpec) -> tuple[Any, ...]:
     )
 
 
-def _unix(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
 def _webhook(row: dict[str, Any]) -> Webhook:
     data = dict(row)
     data.pop("failing_since")
-    data["created_at"] = _unix(data["created_at"])
-    data["updated_at"] = _unix(data["updated_at"])
+    data["created_at"] = unix_datetime(data["created_at"])
+    data["updated_at"] = unix_datetime(data["updated_at"])
     return Webhook.model_validate(data)
-
-
-def _event(row: dict[str, Any]) -> CapturedEvent:
-    return CapturedEvent(
-        id=row["event_id"],
-        event=row["event"],
-        schema=row["schema_name"],
-        table=row["table_name"],
-        record=row["record"],
-        old_record=row["old_record"],
-        occurred_at=row["occurred_at"],
-    )
-
-
-def _delivery(row: dict[str, Any]) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        webhook_id=row["webhook_id"],
-        event_id=row["event_id"],
-        event=row["event"],
-        table=row["table_name"],
-        schema_name=row["schema_name"],
-        status=row["status"],
-        attempts=row["attempts"],
-        response_status=row["response_status"],
-        response_body=row["response_body"],
-        error=row["error"],
-        created_at=_unix(row["created_at"]),
-        delivered_at=_unix(row["delivered_at"]),
-        next_attempt_at=_unix(row["next_attempt_at"]),
-        payload=json.loads(wire_body(_event(row), row["webhook_id"])),
-    )
-
-
-def _claimed(row: dict[str, Any]) -> ClaimedDelivery:
-    return ClaimedDelivery(
-        delivery_id=row["id"],
-        attempt=row["attempts"],
-        in_progress_answers=row["in_progress_answers"],
-        max_attempts=row["max_attempts"] or row["max_retries"] + 1,
-        created_at=row["created_at"],
-        event=_event(row),
-        webhook_id=row["webhook_id"],
-        url=row["url"],
-        secret=row["secret"],
-        headers=row["headers"],
-        timeout_seconds=row["timeout_seconds"],
-        retry_backoff_seconds=row["retry_backoff_seconds"],
-        failing_since=row["failing_since"],
-    )

@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,9 +34,13 @@ from fluxbase_receiver.sender.backend import (
     AttemptRecord,
     ClaimedDelivery,
     Ordering,
+    claimed_from_row,
+    delivery_from_row,
+    max_attempts,
+    unix_datetime,
     webhook_changes,
 )
-from fluxbase_receiver.sender.capture import CapturedEvent, check_identifier, wire_body
+from fluxbase_receiver.sender.capture import CapturedEvent, check_identifier
 from fluxbase_receiver.sender.delivery import MAX_STORED_BODY
 from fluxbase_receiver.sender.models import (
     AttemptOutcome,
@@ -458,7 +461,9 @@ class SQLiteStore:
                 db.execute("DELETE FROM fluxbase_events WHERE id = ?", (event.id,))
                 return None
             (row,) = db.execute(f"{_CLAIM_SELECT} WHERE d.id = ?", (delivery_id,)).fetchall()
-            return _claimed(row)
+            return claimed_from_row(
+                row, headers=json.loads(row["headers"]), attempt=row["attempts"]
+            )
 
         return await self._write(work)
 
@@ -526,7 +531,12 @@ class SQLiteStore:
                 " next_attempt_at = ? WHERE seq = ?",
                 [(owner, now + r["timeout_seconds"] + lease_grace, r["seq"]) for r in leased],
             )
-            return [_claimed(row, counted=1) for row in leased]
+            return [
+                claimed_from_row(
+                    row, headers=json.loads(row["headers"]), attempt=row["attempts"] + 1
+                )
+                for row in leased
+            ]
 
         return await self._write(work)
 
@@ -575,7 +585,7 @@ class SQLiteStore:
             " JOIN fluxbase_events AS e ON e.id = d.event_id WHERE d.id = ?",
             (delivery_id,),
         )
-        return _delivery(rows[0]) if rows else None
+        return delivery_from_row(rows[0]) if rows else None
 
     async def list_deliveries(
         self, webhook_id: str | None, limit: int, offset: int
@@ -587,14 +597,16 @@ class SQLiteStore:
             " ORDER BY d.seq DESC LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
-        return [_delivery(row) for row in rows]
+        return [delivery_from_row(row) for row in rows]
 
     async def list_attempts(self, delivery_id: str) -> list[DeliveryAttempt]:
         rows = await self._query(
             "SELECT * FROM fluxbase_attempts WHERE delivery_id = ? ORDER BY id", (delivery_id,)
         )
         return [
-            DeliveryAttempt.model_validate({**dict(row), "started_at": _unix(row["started_at"])})
+            DeliveryAttempt.model_validate(
+                {**dict(row), "started_at": unix_datetime(row["started_at"])}
+            )
             for row in rows
         ]
 
@@ -736,7 +748,7 @@ def _settle_lost_attempt(db: sqlite3.Connection, row: sqlite3.Row) -> bool:
         " started_at) VALUES (?, ?, 'failed', ?, 0, ?)",
         (row["id"], row["attempts"], lost, row["next_attempt_at"]),
     )
-    exhausted: bool = row["attempts"] - row["in_progress_answers"] >= _max_attempts(row)
+    exhausted: bool = row["attempts"] - row["in_progress_answers"] >= max_attempts(row)
     db.execute(
         "UPDATE fluxbase_deliveries SET error = ?, response_status = NULL, response_body = NULL,"
         " status = CASE WHEN ? THEN 'failed' ELSE status END,"
@@ -885,71 +897,12 @@ def _write_subscriptions(db: sqlite3.Connection, webhook_id: str, spec: WebhookS
     db.executemany("INSERT INTO fluxbase_subscriptions VALUES (?, ?, ?, ?)", sorted(rows))
 
 
-def _unix(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
 def _webhook(row: sqlite3.Row) -> Webhook:
     data = dict(row)
     data.pop("failing_since")
     data["enabled"] = bool(data["enabled"])
     data["events"] = json.loads(data["events"])
     data["headers"] = json.loads(data["headers"])
-    data["created_at"] = _unix(data["created_at"])
-    data["updated_at"] = _unix(data["updated_at"])
+    data["created_at"] = unix_datetime(data["created_at"])
+    data["updated_at"] = unix_datetime(data["updated_at"])
     return Webhook.model_validate(data)
-
-
-def _event(row: sqlite3.Row) -> CapturedEvent:
-    return CapturedEvent(
-        id=row["event_id"],
-        event=row["event"],
-        schema=row["schema_name"],
-        table=row["table_name"],
-        record=row["record"],
-        old_record=row["old_record"],
-        occurred_at=row["occurred_at"],
-    )
-
-
-def _delivery(row: sqlite3.Row) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        webhook_id=row["webhook_id"],
-        event_id=row["event_id"],
-        event=row["event"],
-        table=row["table_name"],
-        schema_name=row["schema_name"],
-        status=row["status"],
-        attempts=row["attempts"],
-        response_status=row["response_status"],
-        response_body=row["response_body"],
-        error=row["error"],
-        created_at=_unix(row["created_at"]),
-        delivered_at=_unix(row["delivered_at"]),
-        next_attempt_at=_unix(row["next_attempt_at"]),
-        payload=json.loads(wire_body(_event(row), row["webhook_id"])),
-    )
-
-
-def _max_attempts(row: sqlite3.Row) -> int:
-    limit: int = row["max_attempts"] or row["max_retries"] + 1
-    return limit
-
-
-def _claimed(row: sqlite3.Row, counted: int = 0) -> ClaimedDelivery:
-    return ClaimedDelivery(
-        delivery_id=row["id"],
-        attempt=row["attempts"] + counted,
-        in_progress_answers=row["in_progress_answers"],
-        max_attempts=_max_attempts(row),
-        created_at=row["created_at"],
-        event=_event(row),
-        webhook_id=row["webhook_id"],
-        url=row["url"],
-        secret=row["secret"],
-        headers=json.loads(row["headers"]),
-        timeout_seconds=row["timeout_seconds"],
-        retry_backoff_seconds=row["retry_backoff_seconds"],
-        failing_since=row["failing_since"],
-    )
