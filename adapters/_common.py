@@ -11,12 +11,13 @@ import logging
 from http import HTTPStatus
 from typing import Literal, TypeAlias
 
+from fluxbase_receiver._logcontext import REQUEST_PATH, event_context
 from fluxbase_receiver.errors import HandlerError, InvalidPayload, PayloadTooLarge
 from fluxbase_receiver.events import WebhookEvent
 from fluxbase_receiver.receiver import EVENT_ID_HEADER, Admitted, Outcome, Receiver
 from fluxbase_receiver.signature import LEGACY_SIGNATURE_HEADER, SIGNATURE_HEADER
 
-logger = logging.getLogger("fluxbase_receiver")
+logger = logging.getLogger(__name__)
 
 Respond: TypeAlias = Literal["after_handlers", "immediately"]
 """When to answer: after the handlers ran (default), or right after verify + claim (202)."""
@@ -74,7 +75,12 @@ def skipped(event: WebhookEvent) -> Outcome:
 
 def too_large(limit: int) -> Outcome:
     """The 413 refusal for a body that passed ``limit`` while it was being read."""
-    logger.info("webhook refused with 413: payload_too_large")
+    path = REQUEST_PATH.get()
+    logger.warning(
+        "webhook refused with 413 at %s: payload_too_large",
+        path or "?",
+        extra=event_context(None, status=413, reason="payload_too_large", path=path),
+    )
     return Outcome.refuse(PayloadTooLarge(f"body exceeds {limit} bytes"))
 
 
@@ -97,6 +103,7 @@ def view_failed(event: WebhookEvent, error: Exception) -> Outcome:
         event.event,
         event.qualified_table,
         exc_info=(type(error), error, error.__traceback__),
+        extra=event_context(event, status=500),
     )
     return Outcome.refuse(HandlerError("the webhook view failed", (error,)), event)
 

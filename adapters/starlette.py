@@ -81,7 +81,7 @@ __all__ = [
     "webhook_routes",
 ]
 
-logger = logging.getLogger("fluxbase_receiver")
+logger = logging.getLogger(__name__)
 
 
 def scope_headers(scope: Scope) -> list[tuple[str, str]]:

@@ -77,7 +77,7 @@ __all__ = [
     "to_response",
 ]
 
-logger = logging.getLogger("fluxbase_receiver")
+logger = logging.getLogger(__name__)
 
 
 def to_response(outcome: Outcome, response_class: type[Response] = Response) -> Response:

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, TypeAlias
 
-logger = logging.getLogger("fluxbase_receiver")
+logger = logging.getLogger(__name__)
 
 _Held: TypeAlias = tuple[Any, str, float, asyncio.AbstractEventLoop | None]
 """A held claim: its store, key, lease and the event loop of an async store."""
@@ -107,7 +107,12 @@ class Heartbeat:
             try:
                 self._renewed(owner, claim, store.renew(key, owner, lease))
             except Exception:
-                logger.warning("could not renew the claim on %s; retrying", key, exc_info=True)
+                logger.warning(
+                    "could not renew the claim on %s; retrying",
+                    key,
+                    exc_info=True,
+                    extra={"fluxbase_key": key},
+                )
             return
         renewal = store.renew(key, owner, lease)
         try:
@@ -122,7 +127,9 @@ class Heartbeat:
                 return
             error = future.exception()
             if error is not None:
-                logger.warning("could not renew the claim on %s; retrying", key)
+                logger.warning(
+                    "could not renew the claim on %s; retrying", key, extra={"fluxbase_key": key}
+                )
             else:
                 self._renewed(owner, claim, future.result())
 
@@ -134,6 +141,7 @@ class Heartbeat:
             logger.warning(
                 "the claim on %s lapsed while its handlers ran; another delivery may run them too",
                 claim[1],
+                extra={"fluxbase_key": claim[1]},
             )
 
 

@@ -65,7 +65,7 @@ from fluxbase_receiver.sender.models import (
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
-logger = logging.getLogger("fluxbase_receiver.sender")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -40,7 +40,7 @@ LISTEN_WORKERS = 8
 REQUEST_TIMEOUT = 10.0
 """Seconds ``listen`` waits on a silent client before dropping it."""
 
-logger = logging.getLogger("fluxbase_receiver")
+logger = logging.getLogger(__name__)
 
 
 class Listener:
