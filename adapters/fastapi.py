@@ -75,6 +75,7 @@ from pydantic import TypeAdapter  # noqa: E402
 from starlette.requests import ClientDisconnect  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
+from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
 from fluxbase_receiver.adapters.starlette import read_body, scope_request_headers  # noqa: E402
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
 from fluxbase_receiver.events import EventFilter, WebhookEvent, event_type  # noqa: E402
@@ -176,6 +177,7 @@ class FluxbaseWebhook:
         return register
 
     async def __call__(self, request: Request) -> WebhookEvent:
+        REQUEST_PATH.set(request.scope["path"])  # for refusal records, in this request's task
         receiver = self.receiver
         headers = scope_request_headers(request.scope)
         try:

@@ -54,6 +54,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec
 
+from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import Respond, require, skipped, view_failed
 
 require("flask", "flask", "Flask", "flask")
@@ -119,9 +120,13 @@ class FluxbaseWebhooks:
 
     def _view(self) -> ResponseReturnValue:
         current = request._get_current_object()  # type: ignore[attr-defined]
-        headers = request_headers(environ_headers(current.environ))  # lowercased once
-        body = read_body(current, self.receiver, headers)
-        outcome = self._webhook.answer(body, headers) if isinstance(body, bytes) else body
+        path = REQUEST_PATH.set(current.path)  # for refusal records
+        try:
+            headers = request_headers(environ_headers(current.environ))  # lowercased once
+            body = read_body(current, self.receiver, headers)
+            outcome = self._webhook.answer(body, headers) if isinstance(body, bytes) else body
+        finally:
+            REQUEST_PATH.reset(path)
         return to_response(outcome, Response)
 
 
@@ -141,29 +146,33 @@ def webhook_view(
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
             current = request._get_current_object()  # type: ignore[attr-defined]
-            headers = request_headers(environ_headers(current.environ))  # lowercased once
-            body = read_body(current, receiver, headers)
-            if isinstance(body, Outcome):
-                return to_response(body, Response)
-            admitted = receiver.admit(body, headers, model=model, route=route)
-            if isinstance(admitted, Outcome):
-                return to_response(admitted, Response)
-            if not route.accepts(admitted.event):  # the receiver's handlers run; the view not
-                outcome = receiver.process(admitted)
-                return to_response(skipped(admitted.event) if outcome.ok else outcome, Response)
-            ok = False
+            path = REQUEST_PATH.set(current.path)  # for refusal records
             try:
-                outcome = receiver.process(admitted, settle=False)
-                if not outcome.ok:
-                    return to_response(outcome, Response)
+                headers = request_headers(environ_headers(current.environ))  # lowercased once
+                body = read_body(current, receiver, headers)
+                if isinstance(body, Outcome):
+                    return to_response(body, Response)
+                admitted = receiver.admit(body, headers, model=model, route=route)
+                if isinstance(admitted, Outcome):
+                    return to_response(admitted, Response)
+                if not route.accepts(admitted.event):  # the receiver's handlers run; the view not
+                    outcome = receiver.process(admitted)
+                    return to_response(skipped(admitted.event) if outcome.ok else outcome, Response)
+                ok = False
                 try:
-                    result = view(admitted.event, *args, **kwargs)
-                except Exception as error:
-                    return to_response(view_failed(admitted.event, error), Response)
-                ok = True
-                return to_response(outcome, Response) if result is None else result
+                    outcome = receiver.process(admitted, settle=False)
+                    if not outcome.ok:
+                        return to_response(outcome, Response)
+                    try:
+                        result = view(admitted.event, *args, **kwargs)
+                    except Exception as error:
+                        return to_response(view_failed(admitted.event, error), Response)
+                    ok = True
+                    return to_response(outcome, Response) if result is None else result
+                finally:
+                    receiver.settle(admitted, ok)
             finally:
-                receiver.settle(admitted, ok)
+                REQUEST_PATH.reset(path)
 
         return wrapper
 

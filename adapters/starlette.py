@@ -61,6 +61,7 @@ from starlette.requests import ClientDisconnect  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
+from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
 from fluxbase_receiver.receiver import (  # noqa: E402
     Admitted,
     Headers,
@@ -176,6 +177,7 @@ class WebhookEndpoint:
         return f"<WebhookEndpoint respond={self.respond!r} deadline={self.deadline!r}>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        REQUEST_PATH.set(scope["path"])  # for refusal records, in this request's task
         receiver = self.receiver
         headers = scope_request_headers(scope)
         try:

@@ -55,6 +55,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge  # noq
 from werkzeug.wrappers import Request, Response  # noqa: E402
 from werkzeug.wsgi import get_content_length  # noqa: E402
 
+from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
 from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
 from fluxbase_receiver.receiver import (  # noqa: E402
     Admitted,
@@ -234,9 +235,13 @@ class WSGIWebhookEndpoint:
         return f"<WSGIWebhookEndpoint respond={self.respond!r} deadline={self.deadline!r}>"
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        headers = _receiver_headers(environ)  # read once for every step
-        body = read_environ_body(environ, self.receiver, headers)
-        outcome = self.answer(body, headers) if isinstance(body, bytes) else body
+        path = REQUEST_PATH.set(environ.get("PATH_INFO"))  # for refusal records
+        try:
+            headers = _receiver_headers(environ)  # read once for every step
+            body = read_environ_body(environ, self.receiver, headers)
+            outcome = self.answer(body, headers) if isinstance(body, bytes) else body
+        finally:
+            REQUEST_PATH.reset(path)
         answer = outcome.body_bytes()
         start_response(
             STATUS_LINES[outcome.status],

@@ -234,3 +234,54 @@ def test_a_failing_observer_is_logged_and_the_answer_stands(
         assert receiver.handle(raw, fluxbase_headers(raw, SECRET)).status == 200
     messages = [record.getMessage() for record in caplog.records]
     assert messages == ["an after-handler observer failed", "an outcome observer failed"]
+
+
+def _flask_poster(receiver: Receiver) -> Any:
+    from flask import Flask
+
+    from fluxbase_receiver.adapters.flask import FluxbaseWebhooks
+
+    app = Flask(__name__)
+    FluxbaseWebhooks(app, receiver, url="/hooks/shop")
+    client = app.test_client()
+    return lambda raw, headers: client.post("/hooks/shop", data=raw, headers=headers).status_code
+
+
+def _wsgi_poster(receiver: Receiver) -> Any:
+    from werkzeug.test import Client
+
+    from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
+
+    def other(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("404 Not Found", [])
+        return []
+
+    client = Client(FluxbaseWSGIMiddleware(other, receiver, path="/hooks/shop"))
+    return lambda raw, headers: client.post("/hooks/shop", data=raw, headers=headers).status_code
+
+
+def _starlette_poster(receiver: Receiver) -> Any:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from fluxbase_receiver.adapters.starlette import webhook_routes
+
+    client = TestClient(Starlette(routes=webhook_routes("/hooks/shop", receiver)))
+    return lambda raw, headers: client.post("/hooks/shop", content=raw, headers=headers).status_code
+
+
+@pytest.mark.parametrize("poster", [_flask_poster, _wsgi_poster, _starlette_poster])
+def test_adapters_name_the_path_of_a_refused_request_and_only_while_answering(
+    caplog: pytest.LogCaptureFixture, poster: Any
+) -> None:
+    receiver = Receiver(SECRET)
+    post = poster(receiver)
+    raw = body()
+
+    with caplog.at_level(logging.WARNING, logger="fluxbase_receiver"):
+        status = post(raw, fluxbase_headers(raw, "wrong"))
+        receiver.handle(raw, fluxbase_headers(raw, "wrong"))  # not through the adapter
+
+    assert status == 401
+    paths = [r.fluxbase_path for r in caplog.records if hasattr(r, "fluxbase_reason")]
+    assert paths == ["/hooks/shop", None]
