@@ -817,10 +817,13 @@ def _lapsed(key: str) -> None:
 
 
 def _declared_length(declared: str, limit: int) -> int:
-    """A ``Content-Length`` value as a number (anything over ``limit`` as ``limit + 1``)."""
+    """A ``Content-Length`` value as a number (one too long to read at once, past ``limit``,
+    as ``limit + 1``)."""
     digits = declared.strip()
     if not (digits.isascii() and digits.isdigit()):
         raise InvalidPayload("Content-Length must be a whole number of bytes")
+    if len(digits) <= 18:  # the common case: int() reads it at once
+        return int(digits)
     digits = digits.lstrip("0") or "0"
     return limit + 1 if len(digits) > len(str(limit)) else int(digits)
 
