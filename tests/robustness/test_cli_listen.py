@@ -119,7 +119,9 @@ def test_idle_connections_do_not_each_get_a_thread(listening: Listening) -> None
     finally:
         for sock in idle:
             sock.close()
-    assert threads <= LISTEN_WORKERS + 2
+    # the pool, the main and accepting threads, and the claims' heartbeat (alive for a
+    # moment after an earlier request): 32 idle connections add none
+    assert threads <= LISTEN_WORKERS + 3
     still_up(listening.url)
 
 
