@@ -305,6 +305,18 @@ class Receiver:
     def __repr__(self) -> str:
         return f"<Receiver secrets={len(self._keys)} handlers={len(self._handlers)}>"
 
+    def use_secret(self, secret: Secrets) -> Callable[[], None]:
+        """Verify with ``secret`` (one or a list) from now on, e.g. a test's or a rotated one.
+
+        Returns a function that puts the previous secrets back.
+        """
+        previous, self._keys = self._keys, secret_keys(secret)
+
+        def restore() -> None:
+            self._keys = previous
+
+        return restore
+
     # -- registration -------------------------------------------------------------
 
     def on(

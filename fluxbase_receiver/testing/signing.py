@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fluxbase_receiver.receiver import Receiver
-from fluxbase_receiver.signature import secret_keys
 from fluxbase_receiver.testing import make_event, sign_event
 
 __all__ = ["Signer", "use_secret"]
@@ -55,10 +54,4 @@ def use_secret(receiver: Receiver, secret: str | Sequence[str]) -> Callable[[], 
     For an app whose receiver was built at import time: no re-import, no environment
     change. Returns a function that puts the receiver's own secrets back.
     """
-    own = receiver._keys
-    receiver._keys = secret_keys(secret)
-
-    def restore() -> None:
-        receiver._keys = own
-
-    return restore
+    return receiver.use_secret(secret)

@@ -986,3 +986,16 @@ def test_precheck_answers_any_header_values_without_raising(length: str, kind: s
     receiver = make_receiver(max_body_bytes=1000)
     refused = receiver.precheck("POST", {"Content-Length": length, "Content-Type": kind})
     assert refused is None or refused.status in (400, 413, 415)
+
+
+def test_use_secret_swaps_the_verifying_secrets_and_puts_them_back() -> None:
+    receiver = make_receiver(idempotency=False)
+    body = payload()
+    restore = receiver.use_secret(["rotated-secret", "other-secret"])
+    assert receiver.handle(body, signed(body, "other-secret")).status == 200
+    assert_refused(receiver.handle(body, signed(body)), 401, "invalid_signature")
+    restore()
+    assert receiver.handle(body, signed(body)).status == 200
+    assert_refused(receiver.handle(body, signed(body, "other-secret")), 401, "invalid_signature")
+    with pytest.raises(ValueError, match="non-empty"):
+        receiver.use_secret("")
