@@ -29,6 +29,7 @@ from starlette.routing import Route
 from fluxbase_receiver import DeleteEvent, InsertEvent, Receiver, UpdateEvent
 from fluxbase_receiver.adapters.starlette import webhook_endpoint
 from fluxbase_receiver.cli.arguments import CLIError
+from fluxbase_receiver.sender.backend import AttemptRecord, ClaimedDelivery
 from fluxbase_receiver.sender.models import Delivery
 from fluxbase_receiver.sender.sender import Sender
 
@@ -121,18 +122,31 @@ def running_worker(sender: Sender) -> Iterator[None]:
 
 
 class Watcher:
-    """Prints each delivery's progress as the worker records it."""
+    """Prints each delivery's progress: failed attempts as the worker records them (a
+    retry can follow sooner than any poll), outcomes from the delivery history."""
 
     def __init__(self, sender: Sender, demo: Demo) -> None:
         self.sender = sender
         self.demo = demo
         self.shown: dict[str, tuple[str, int]] = {}
+        sender.observe(self.attempted)
+
+    def attempted(self, claimed: ClaimedDelivery, record: AttemptRecord) -> None:
+        decision = record.decision
+        if decision.status != "retrying" or decision.next_attempt_at is None:
+            return
+        wait = max(0.0, decision.next_attempt_at - time.time())
+        what = f"{claimed.event.event} {claimed.event.table} (delivery {claimed.delivery_id[:8]})"
+        self.demo.say(
+            f"  sender    {what}: attempt {record.attempt} failed ({record.result.error});"
+            f" retrying in {wait:.2f} s"
+        )
 
     def poll(self) -> list[Delivery]:
         deliveries = self.sender.get_deliveries(limit=100)
         for delivery in reversed(deliveries):
             state = (delivery.status, delivery.attempts)
-            if self.shown.get(delivery.id) == state or delivery.status == "pending":
+            if self.shown.get(delivery.id) == state or delivery.status in ("pending", "retrying"):
                 continue
             self.shown[delivery.id] = state
             what = f"{delivery.event} {delivery.table} (delivery {delivery.id[:8]})"
@@ -140,12 +154,6 @@ class Watcher:
                 detail = _answer(delivery)
                 self.demo.say(
                     f"  sender    {what}: delivered on attempt {delivery.attempts}, {detail}"
-                )
-            elif delivery.status == "retrying" and delivery.next_attempt_at is not None:
-                wait = max(0.0, delivery.next_attempt_at.timestamp() - time.time())
-                self.demo.say(
-                    f"  sender    {what}: attempt {delivery.attempts} failed ({delivery.error});"
-                    f" retrying in {wait:.2f} s"
                 )
             else:
                 self.demo.say(f"  sender    {what}: {delivery.status} ({delivery.error})")
