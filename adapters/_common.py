@@ -14,7 +14,14 @@ from typing import Literal, TypeAlias
 from fluxbase_receiver._logcontext import REQUEST_PATH, event_context
 from fluxbase_receiver.errors import HandlerError, InvalidPayload, PayloadTooLarge
 from fluxbase_receiver.events import WebhookEvent
-from fluxbase_receiver.receiver import EVENT_ID_HEADER, Admitted, Outcome, Receiver
+from fluxbase_receiver.receiver import (
+    EVENT_ID_HEADER,
+    Admitted,
+    Headers,
+    Outcome,
+    Receiver,
+    accepted,
+)
 from fluxbase_receiver.signature import LEGACY_SIGNATURE_HEADER, SIGNATURE_HEADER
 
 logger = logging.getLogger(__name__)
@@ -111,14 +118,25 @@ def view_failed(event: WebhookEvent, error: Exception) -> Outcome:
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
 
-def process_in_background(receiver: Receiver, admitted: Admitted) -> None:
-    """Run ``admitted``'s handlers in a task of the running event loop, after the answer.
-
-    Failures are logged and release the claim (the sender already got its 202).
-    """
+async def answer_async(
+    receiver: Receiver,
+    body: bytes,
+    headers: Headers,
+    respond: Respond,
+    deadline: float | None,
+) -> Outcome:
+    """The core's answer for an async adapter, as ``respond`` asks: after the handlers (202
+    past ``deadline``), or right after the claim with the handlers run in a task of the
+    running event loop (their failures are logged and release the claim)."""
+    if respond == "after_handlers":
+        return await receiver.handle_async(body, headers, deadline=deadline)
+    admitted = await receiver.admit_async(body, headers)
+    if isinstance(admitted, Outcome):
+        return admitted
     task = asyncio.get_running_loop().create_task(_process(receiver, admitted))
     _BACKGROUND.add(task)  # the loop keeps only a weak reference
     task.add_done_callback(_BACKGROUND.discard)
+    return accepted(admitted.event)
 
 
 async def _process(receiver: Receiver, admitted: Admitted) -> None:

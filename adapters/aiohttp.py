@@ -45,10 +45,10 @@ import logging
 
 from fluxbase_receiver.adapters._common import (
     Respond,
+    answer_async,
     check_respond,
     cut_short,
     path_variants,
-    process_in_background,
     require,
     response_headers,
     too_large,
@@ -61,7 +61,7 @@ from aiohttp.http_exceptions import HttpProcessingError  # noqa: E402
 from aiohttp.typedefs import Handler, Middleware  # noqa: E402
 
 from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
-from fluxbase_receiver.receiver import Headers, Outcome, Receiver, accepted  # noqa: E402
+from fluxbase_receiver.receiver import Headers, Outcome, Receiver  # noqa: E402
 
 __all__ = [
     "read_body",
@@ -119,13 +119,7 @@ def webhook_handler(
             body = await read_body(request, receiver, headers)
             if isinstance(body, Outcome):
                 return to_response(body)
-            if respond == "after_handlers":
-                return to_response(await receiver.handle_async(body, headers, deadline=deadline))
-            admitted = await receiver.admit_async(body, headers)
-            if isinstance(admitted, Outcome):
-                return to_response(admitted)
-            process_in_background(receiver, admitted)
-            return to_response(accepted(admitted.event))
+            return to_response(await answer_async(receiver, body, headers, respond, deadline))
         finally:
             REQUEST_PATH.reset(path)
 

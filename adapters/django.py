@@ -59,10 +59,10 @@ from typing import Any, TypeAlias
 
 from fluxbase_receiver.adapters._common import (
     Respond,
+    answer_async,
     check_respond,
     cut_short,
     path_variants,
-    process_in_background,
     require,
     response_headers,
     skipped,
@@ -85,7 +85,6 @@ from fluxbase_receiver.receiver import (  # noqa: E402
     Headers,
     Outcome,
     Receiver,
-    accepted,
     check_model,
 )
 
@@ -177,13 +176,7 @@ def webhook_endpoint(
                 return to_response(body)
             if not isinstance(request, ASGIRequest):  # no loop outlives this request: answer after
                 return to_response(await receiver.handle_async(body, headers))
-            if respond == "after_handlers":
-                return to_response(await receiver.handle_async(body, headers, deadline=deadline))
-            admitted = await receiver.admit_async(body, headers)
-            if isinstance(admitted, Outcome):
-                return to_response(admitted)
-            process_in_background(receiver, admitted)
-            return to_response(accepted(admitted.event))
+            return to_response(await answer_async(receiver, body, headers, respond, deadline))
         finally:
             REQUEST_PATH.reset(path)
 
