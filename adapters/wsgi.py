@@ -43,6 +43,7 @@ from fluxbase_receiver.adapters._common import (
     STATUS_LINES,
     Respond,
     check_respond,
+    cut_short,
     path_variants,
     require,
     response_headers,
@@ -56,7 +57,6 @@ from werkzeug.wrappers import Request, Response  # noqa: E402
 from werkzeug.wsgi import get_content_length  # noqa: E402
 
 from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
-from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
 from fluxbase_receiver.receiver import (  # noqa: E402
     Admitted,
     Headers,
@@ -137,7 +137,7 @@ def read_body(request: Request, receiver: Receiver, headers: Headers) -> bytes |
     request.max_content_length = limit + 1  # werkzeug stops there: one byte tells "too large"
     body = _read_limited(request.get_data, limit)
     if isinstance(body, bytes) and length is not None and len(body) < length:
-        return _cut_short()  # a server that ends the stream itself handed over fewer bytes
+        return cut_short()  # a server that ends the stream itself handed over fewer bytes
     return body
 
 
@@ -166,8 +166,8 @@ def read_environ_body(
         else:
             body = b"" if length is None else _read_up_to(stream, length)  # length <= limit
     except (OSError, ValueError):
-        return _cut_short()
-    return _cut_short() if length is not None and len(body) < length else body
+        return cut_short()
+    return cut_short() if length is not None and len(body) < length else body
 
 
 def _read_up_to(stream: IO[bytes], size: int) -> bytes:
@@ -189,13 +189,8 @@ def _read_limited(read: Callable[[], bytes], limit: int) -> bytes | Outcome:
     except RequestEntityTooLarge:
         return too_large(limit)
     except ClientDisconnected:
-        return _cut_short()
+        return cut_short()
     return too_large(limit) if len(body) > limit else body
-
-
-def _cut_short() -> Outcome:
-    """The 400 refusal for a body that ended early or could not be read."""
-    return Outcome.refuse(InvalidPayload("the body ended before its Content-Length"))
 
 
 class _Pool:
