@@ -1,12 +1,11 @@
-"""Pieces every adapter shares: the missing-framework message, the respond options,
-response headers, the answers for a cut-short body and for a view or route function that
-failed, and running handlers after an early answer.
+"""Pieces every adapter shares: the respond options, response headers, the answers for a
+cut-short body and for a view or route function that failed, and running handlers after an
+early answer.
 Claims are settled with the core's ``Receiver.settle`` / ``Receiver.settle_async``."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from http import HTTPStatus
 from typing import Literal, TypeAlias
@@ -47,17 +46,6 @@ STATUS_LINES: dict[int, str] = {
     status.value: f"{status.value} {status.phrase}" for status in HTTPStatus
 }
 """``"200 OK"`` and the like, by status code."""
-
-
-def require(adapter: str, module: str, framework: str, extra: str) -> None:
-    """Import ``module`` or fail with one line naming the extra to install."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise ImportError(
-            f"fluxbase_receiver.adapters.{adapter} needs {framework}: "
-            f"pip install 'fluxbase-receiver[{extra}]'"
-        ) from None
 
 
 def check_respond(respond: Respond, deadline: float | None) -> None:

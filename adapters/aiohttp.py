@@ -43,25 +43,26 @@ from __future__ import annotations
 
 import logging
 
+try:
+    from aiohttp import web
+    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.typedefs import Handler, Middleware
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fluxbase_receiver.adapters.aiohttp needs aiohttp: pip install 'fluxbase-receiver[aiohttp]'"
+    ) from error
+
+from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import (
     Respond,
     answer_async,
     check_respond,
     cut_short,
     path_variants,
-    require,
     response_headers,
     too_large,
 )
-
-require("aiohttp", "aiohttp", "aiohttp", "aiohttp")
-
-from aiohttp import web  # noqa: E402
-from aiohttp.http_exceptions import HttpProcessingError  # noqa: E402
-from aiohttp.typedefs import Handler, Middleware  # noqa: E402
-
-from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
-from fluxbase_receiver.receiver import Headers, Outcome, Receiver  # noqa: E402
+from fluxbase_receiver.receiver import Headers, Outcome, Receiver
 
 __all__ = [
     "read_body",

@@ -57,31 +57,32 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
+try:
+    from django.conf import settings
+    from django.core.exceptions import RequestDataTooBig
+    from django.core.handlers.asgi import ASGIRequest
+    from django.http import HttpRequest, HttpResponse, UnreadablePostError
+    from django.urls import URLPattern, path
+    from django.views.decorators.csrf import csrf_exempt
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fluxbase_receiver.adapters.django needs Django: pip install 'fluxbase-receiver[django]'"
+    ) from error
+
+from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import (
     Respond,
     answer_async,
     check_respond,
     cut_short,
     path_variants,
-    require,
     response_headers,
     skipped,
     too_large,
     view_failed,
 )
-
-require("django", "django", "Django", "django")
-
-from django.conf import settings  # noqa: E402
-from django.core.exceptions import RequestDataTooBig  # noqa: E402
-from django.core.handlers.asgi import ASGIRequest  # noqa: E402
-from django.http import HttpRequest, HttpResponse, UnreadablePostError  # noqa: E402
-from django.urls import URLPattern, path  # noqa: E402
-from django.views.decorators.csrf import csrf_exempt  # noqa: E402
-
-from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
-from fluxbase_receiver.events import EventFilter  # noqa: E402
-from fluxbase_receiver.receiver import (  # noqa: E402
+from fluxbase_receiver.events import EventFilter
+from fluxbase_receiver.receiver import (
     Headers,
     Outcome,
     Receiver,

@@ -58,29 +58,30 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, TypeVar
 
+try:
+    from anyio import CancelScope
+    from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+    from fastapi.params import Depends as DependsParam
+    from pydantic import TypeAdapter
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import Response
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fluxbase_receiver.adapters.fastapi needs FastAPI: pip install 'fluxbase-receiver[fastapi]'"
+    ) from error
+
+from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import (
     path_variants,
-    require,
     response_headers,
     skipped,
     view_failed,
 )
-
-require("fastapi", "fastapi", "FastAPI", "fastapi")
-
-from anyio import CancelScope  # noqa: E402
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request  # noqa: E402
-from fastapi.params import Depends as DependsParam  # noqa: E402
-from pydantic import TypeAdapter  # noqa: E402
-from starlette.requests import ClientDisconnect  # noqa: E402
-from starlette.responses import Response  # noqa: E402
-
-from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
-from fluxbase_receiver.adapters.starlette import read_body, scope_request_headers  # noqa: E402
-from fluxbase_receiver.errors import InvalidPayload  # noqa: E402
-from fluxbase_receiver.events import EventFilter, WebhookEvent, event_type  # noqa: E402
-from fluxbase_receiver.receiver import Admitted, Outcome, Receiver, check_model  # noqa: E402
-from fluxbase_receiver.signature import SIGNATURE_HEADER  # noqa: E402
+from fluxbase_receiver.adapters.starlette import read_body, scope_request_headers
+from fluxbase_receiver.errors import InvalidPayload
+from fluxbase_receiver.events import EventFilter, WebhookEvent, event_type
+from fluxbase_receiver.receiver import Admitted, Outcome, Receiver, check_model
+from fluxbase_receiver.signature import SIGNATURE_HEADER
 
 __all__ = ["FluxbaseWebhook", "WebhookAnswered", "install_exception_handler", "openapi_for"]
 

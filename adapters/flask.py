@@ -54,22 +54,24 @@ import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec
 
+try:
+    from flask import Blueprint, Flask, Response, request
+    from flask.typing import ResponseReturnValue
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fluxbase_receiver.adapters.flask needs Flask: pip install 'fluxbase-receiver[flask]'"
+    ) from error
+
 from fluxbase_receiver._logcontext import REQUEST_PATH
-from fluxbase_receiver.adapters._common import Respond, require, skipped, view_failed
-
-require("flask", "flask", "Flask", "flask")
-
-from flask import Blueprint, Flask, Response, request  # noqa: E402
-from flask.typing import ResponseReturnValue  # noqa: E402
-
-from fluxbase_receiver.adapters.wsgi import (  # noqa: E402
+from fluxbase_receiver.adapters._common import Respond, skipped, view_failed
+from fluxbase_receiver.adapters.wsgi import (
     WSGIWebhookEndpoint,
     environ_headers,
     read_body,
     to_response,
 )
-from fluxbase_receiver.events import EventFilter  # noqa: E402
-from fluxbase_receiver.receiver import Outcome, Receiver, check_model, request_headers  # noqa: E402
+from fluxbase_receiver.events import EventFilter
+from fluxbase_receiver.receiver import Outcome, Receiver, check_model, request_headers
 
 __all__ = ["FluxbaseWebhooks", "webhook_view"]
 

@@ -45,24 +45,26 @@ from __future__ import annotations
 
 import logging
 
+try:
+    from starlette.requests import ClientDisconnect
+    from starlette.routing import Route
+    from starlette.types import ASGIApp, Receive, Scope, Send
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fluxbase_receiver.adapters.starlette needs Starlette: "
+        "pip install 'fluxbase-receiver[starlette]'"
+    ) from error
+
+from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import (
     READ_HEADERS,
     Respond,
     check_respond,
     path_variants,
-    require,
     response_headers,
     too_large,
 )
-
-require("starlette", "starlette", "Starlette", "starlette")
-
-from starlette.requests import ClientDisconnect  # noqa: E402
-from starlette.routing import Route  # noqa: E402
-from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
-
-from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
-from fluxbase_receiver.receiver import (  # noqa: E402
+from fluxbase_receiver.receiver import (
     Admitted,
     Headers,
     Outcome,

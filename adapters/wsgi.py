@@ -38,6 +38,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, TYPE_CHECKING
 
+try:
+    from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+    from werkzeug.wrappers import Request, Response
+    from werkzeug.wsgi import get_content_length
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "fluxbase_receiver.adapters.wsgi needs Werkzeug: pip install 'fluxbase-receiver[wsgi]'"
+    ) from error
+
+from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import (
     READ_HEADERS,
     STATUS_LINES,
@@ -45,19 +55,10 @@ from fluxbase_receiver.adapters._common import (
     check_respond,
     cut_short,
     path_variants,
-    require,
     response_headers,
     too_large,
 )
-
-require("wsgi", "werkzeug", "Werkzeug", "wsgi")
-
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge  # noqa: E402
-from werkzeug.wrappers import Request, Response  # noqa: E402
-from werkzeug.wsgi import get_content_length  # noqa: E402
-
-from fluxbase_receiver._logcontext import REQUEST_PATH  # noqa: E402
-from fluxbase_receiver.receiver import (  # noqa: E402
+from fluxbase_receiver.receiver import (
     Admitted,
     Headers,
     Outcome,

@@ -29,10 +29,10 @@ from typing import Any
 
 try:
     from opentelemetry import metrics, trace
-except ImportError:  # pragma: no cover - depends on the installed extras
+except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "fluxbase_receiver.otel needs opentelemetry-api: pip install 'fluxbase-receiver[otel]'"
-    ) from None
+    ) from error
 
 from fluxbase_receiver._logcontext import handler_name
 from fluxbase_receiver.events import WebhookEvent

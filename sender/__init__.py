@@ -12,9 +12,9 @@ also the ``postgres`` extra (its store is :class:`fluxbase_receiver.sender.postg
 
 try:
     import aiohttp  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the environment
+except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        'fluxbase_receiver.sender needs aiohttp: pip install "fluxbase-receiver[sender]"'
+        "fluxbase_receiver.sender needs aiohttp: pip install 'fluxbase-receiver[sender]'"
     ) from error
 
 from fluxbase_receiver.sender.api import APIError, management_app

@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 
 try:
     from opentelemetry import metrics, trace
-except ImportError:  # pragma: no cover - depends on the installed extras
+except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "fluxbase_receiver.sender.otel needs opentelemetry-api: "
         "pip install 'fluxbase-receiver[otel]'"
-    ) from None
+    ) from error
 
 from fluxbase_receiver.sender.backend import AttemptRecord, ClaimedDelivery
 from fluxbase_receiver.sender.delivery import AttemptResult

@@ -38,10 +38,10 @@ try:
     from psycopg import sql
     from psycopg.rows import dict_row
     from psycopg_pool import AsyncConnectionPool
-except ImportError as error:  # pragma: no cover - depends on the environment
+except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "the PostgreSQL sender store needs psycopg and psycopg-pool: pip install"
-        ' "fluxbase-receiver[postgres]"'
+        "fluxbase_receiver.sender.postgres needs psycopg and psycopg-pool: "
+        "pip install 'fluxbase-receiver[postgres]'"
     ) from error
 
 from fluxbase_receiver.sender.backend import (
