@@ -93,7 +93,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
         if kind == "sqlite":
             return Facade(SQLiteIdempotencyStore(tmp_path / "idem.db", clock=clock)), clock
         if kind.startswith("postgres"):
-            from fluxbase_receiver.postgres_store import (
+            from fluxbase_receiver.idempotency.postgres import (
                 AsyncPostgresIdempotencyStore,
                 PostgresIdempotencyStore,
             )
@@ -105,7 +105,10 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
                 else PostgresIdempotencyStore
             )
             return Facade(cls(url, clock=clock)), clock
-        from fluxbase_receiver.redis_store import AsyncRedisIdempotencyStore, RedisIdempotencyStore
+        from fluxbase_receiver.idempotency.redis import (
+            AsyncRedisIdempotencyStore,
+            RedisIdempotencyStore,
+        )
 
         url = request.getfixturevalue("redis_url")
         real_time = Clock(scale=0.01)  # Redis expires keys on its own clock
@@ -290,12 +293,15 @@ def test_content_key_distinguishes_content() -> None:
 
 @pytest.mark.parametrize(
     "module, blocked, extra",
-    [("redis_store", "redis", "redis"), ("postgres_store", "psycopg", "postgres")],
+    [("redis", "redis", "redis"), ("postgres", "psycopg", "postgres")],
 )
 def test_shared_stores_name_their_extra_when_the_client_is_missing(
     module: str, blocked: str, extra: str
 ) -> None:
-    code = f"import sys; sys.modules[{blocked!r}] = None; import fluxbase_receiver.{module}"
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None; "
+        f"import fluxbase_receiver.idempotency.{module}"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]

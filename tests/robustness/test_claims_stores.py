@@ -55,7 +55,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     elif kind.startswith("postgres"):
         import psycopg
 
-        from fluxbase_receiver.postgres_store import (
+        from fluxbase_receiver.idempotency.postgres import (
             AsyncPostgresIdempotencyStore,
             PostgresIdempotencyStore,
         )
@@ -68,7 +68,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {name}")
     else:
-        from fluxbase_receiver.redis_store import AsyncRedisIdempotencyStore, RedisIdempotencyStore
+        from fluxbase_receiver.idempotency.redis import (
+            AsyncRedisIdempotencyStore,
+            RedisIdempotencyStore,
+        )
 
         url = request.getfixturevalue("redis_url")
         cls = AsyncRedisIdempotencyStore if kind.endswith("async") else RedisIdempotencyStore
@@ -202,7 +205,7 @@ kind, target, table, start_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys
 if kind == "sqlite":
     from fluxbase_receiver import SQLiteIdempotencyStore as Store
 else:
-    from fluxbase_receiver.postgres_store import PostgresIdempotencyStore as Store
+    from fluxbase_receiver.idempotency.postgres import PostgresIdempotencyStore as Store
 time.sleep(max(0.0, start_at - time.time()))  # every process constructs at the same moment
 store = Store(target, table=table)
 print(store.claim("k", sys.argv[5], 60).value)

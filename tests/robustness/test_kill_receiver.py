@@ -47,13 +47,16 @@ if kind == "sqlite":
 
     store = SQLiteIdempotencyStore(target, table=name)
 elif kind == "redis":
-    from fluxbase_receiver.redis_store import AsyncRedisIdempotencyStore, RedisIdempotencyStore
+    from fluxbase_receiver.idempotency.redis import (
+        AsyncRedisIdempotencyStore,
+        RedisIdempotencyStore,
+    )
 
     store = (AsyncRedisIdempotencyStore if server == "asgi" else RedisIdempotencyStore)(
         target, prefix=name + ":"
     )
 else:
-    from fluxbase_receiver.postgres_store import (
+    from fluxbase_receiver.idempotency.postgres import (
         AsyncPostgresIdempotencyStore,
         PostgresIdempotencyStore,
     )

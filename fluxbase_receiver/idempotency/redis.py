@@ -12,12 +12,12 @@ from typing import Any
 try:
     import redis
     import redis.asyncio
-except ImportError as error:  # pragma: no cover - exercised without the extra
+except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "fluxbase_receiver.redis_store needs redis: pip install 'fluxbase-receiver[redis]'"
+        "fluxbase_receiver.idempotency.redis needs redis: pip install 'fluxbase-receiver[redis]'"
     ) from error
 
-from fluxbase_receiver.idempotency import ClaimState
+from fluxbase_receiver.idempotency.base import ClaimState
 
 __all__ = ["AsyncRedisIdempotencyStore", "RedisIdempotencyStore"]
 

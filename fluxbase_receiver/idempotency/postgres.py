@@ -19,12 +19,13 @@ from typing import Any
 
 try:
     import psycopg
-except ImportError as error:  # pragma: no cover - exercised without the extra
+except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "fluxbase_receiver.postgres_store needs psycopg: pip install 'fluxbase-receiver[postgres]'"
+        "fluxbase_receiver.idempotency.postgres needs psycopg: "
+        "pip install 'fluxbase-receiver[postgres]'"
     ) from error
 
-from fluxbase_receiver.idempotency import ClaimState
+from fluxbase_receiver.idempotency.base import ClaimState
 
 __all__ = ["AsyncPostgresIdempotencyStore", "PostgresIdempotencyStore"]
 
