@@ -18,6 +18,7 @@ from fluxbase_receiver.client import (
 )
 from fluxbase_receiver.errors import (
     EventInProgress,
+    FluxbaseError,
     HandlerError,
     InvalidPayload,
     InvalidSignature,
@@ -25,6 +26,7 @@ from fluxbase_receiver.errors import (
     MethodNotAllowed,
     MissingSignature,
     PayloadTooLarge,
+    SenderError,
     SignatureError,
     TimestampOutsideTolerance,
     UnsupportedMediaType,
@@ -94,6 +96,7 @@ __all__ = [
     "EventInProgress",
     "FluxbaseAPIError",
     "FluxbaseClient",
+    "FluxbaseError",
     "HandlerError",
     "HandlerObserver",
     "Headers",
@@ -113,6 +116,7 @@ __all__ = [
     "Receiver",
     "RequestHeaders",
     "SQLiteIdempotencyStore",
+    "SenderError",
     "SignatureError",
     "TableEvents",
     "TestEvent",

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from fluxbase_receiver.errors import SignatureError, WebhookError
+from fluxbase_receiver.errors import FluxbaseError, SignatureError
 from fluxbase_receiver.signature import (
     DEFAULT_TOLERANCE,
     Secrets,
@@ -58,7 +58,7 @@ def fluxbase_json(payload: Mapping[str, Any]) -> bytes:
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode("utf-8")
 
 
-class FluxbaseAPIError(WebhookError):
+class FluxbaseAPIError(FluxbaseError):
     """The management API refused a call, or could not be reached (``status`` 0).
 
     ``code`` (``NOT_FOUND``, ``INVALID_REQUEST_BODY``, ...) and ``str(error)`` come from

@@ -1,12 +1,26 @@
-"""Typed errors. Each carries a stable ``code`` and the HTTP ``status`` a receiver answers with."""
+"""Typed errors: one root, :class:`FluxbaseError`, with a branch per part of the package.
+
+:class:`WebhookError` is a receiver's refusal, :class:`SenderError` the sender's errors and
+``FluxbaseAPIError`` (in :mod:`fluxbase_receiver.client`) the management client's.
+"""
 
 from __future__ import annotations
 
 
-class WebhookError(Exception):
-    """Base class of every refusal. ``str(error)`` is safe to show to the sender."""
+class FluxbaseError(Exception):
+    """Root of every error this package raises on purpose.
 
-    code: str = "webhook_error"
+    ``code`` is a stable machine-readable string. ``str(error)`` is safe to show or log:
+    it never holds a secret or an expected signature.
+    """
+
+    code: str = "fluxbase_error"
+
+
+class WebhookError(FluxbaseError):
+    """Base class of every refusal of a receiver. ``str(error)`` is safe to show to the sender."""
+
+    code = "webhook_error"
     status: int = 400
 
 
@@ -85,3 +99,12 @@ class HandlerError(WebhookError):
     def __init__(self, message: str, exceptions: tuple[BaseException, ...]) -> None:
         super().__init__(message)
         self.exceptions = exceptions
+
+
+class SenderError(FluxbaseError):
+    """Base class of the sender's errors.
+
+    An invalid webhook, an unknown id, a refused destination, a management API answer.
+    """
+
+    code = "sender_error"

@@ -46,7 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fluxbase_receiver.errors import WebhookError
+from fluxbase_receiver.errors import SenderError
 from fluxbase_receiver.sender.capture import check_identifier
 from fluxbase_receiver.sender.models import (
     MASK,
@@ -74,7 +74,7 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
-class APIError(WebhookError):
+class APIError(SenderError):
     """A refusal of the management API: ``status``, ``code`` and detail fields."""
 
     def __init__(

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from fluxbase_receiver.errors import SenderError
 from fluxbase_receiver.signature import fluxbase_headers
 
 __all__ = [
@@ -52,8 +53,10 @@ _ANY_ZLIB_HEADER = 32 + zlib.MAX_WBITS
 """``wbits`` accepting both the gzip and the zlib header."""
 
 
-class DestinationRefused(OSError):
+class DestinationRefused(SenderError, OSError):
     """The webhook URL points at an address the SSRF guard does not allow."""
+
+    code = "destination_refused"
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from fluxbase_receiver.errors import WebhookError
+from fluxbase_receiver.errors import SenderError
 
 __all__ = [
     "Delivery",
@@ -84,7 +84,7 @@ def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: MASK for name in headers}
 
 
-class WebhookValidationError(WebhookError, ValueError):
+class WebhookValidationError(SenderError, ValueError):
     """A webhook subscription was refused; ``errors`` lists ``{"field", "message"}``."""
 
     code = "invalid_webhook"
@@ -106,7 +106,7 @@ class WebhookValidationError(WebhookError, ValueError):
         return cls(found)
 
 
-class NotFound(WebhookError, LookupError):
+class NotFound(SenderError, LookupError):
     """No webhook or delivery has the given id."""
 
     code = "not_found"
