@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 from pydantic import BaseModel, PydanticUndefinedAnnotation, PydanticUserError
@@ -136,14 +136,18 @@ def _lowered(headers: Headers) -> dict[str, str]:
         return headers
     pairs: Any
     if type(headers) is dict:
+        lowered = dict(zip(map(str.lower, headers), headers.values(), strict=True))
+        if len(lowered) == len(headers):  # no name repeated in another case: the common case
+            return lowered
         pairs = headers.items()
-    elif type(headers) is list:
-        pairs = headers
-    else:  # any other mapping or iterable of pairs, read once
-        pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
-    lowered = {name.lower(): value for name, value in pairs}
-    if len(lowered) == len(pairs):  # no name repeated: the common case
-        return lowered
+    else:
+        if type(headers) is list:
+            pairs = headers
+        else:  # any other mapping or iterable of pairs, read once
+            pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+        lowered = {name.lower(): value for name, value in pairs}
+        if len(lowered) == len(pairs):  # no name repeated: the common case
+            return lowered
     lowered.clear()
     for name, value in pairs:
         key = name.lower()
@@ -204,7 +208,7 @@ class Admitted:
 
     event: WebhookEvent
     key: str | None = None
-    calls: list[tuple[_Handler, WebhookEvent]] = field(default_factory=list)
+    calls: Sequence[tuple[_Handler, WebhookEvent]] = ()
     remember: float = 0.0
     owner: str | None = None
 
@@ -300,7 +304,7 @@ class Receiver:
         self._observers: list[HandlerObserver] = []
         self._after: list[AfterHandlerObserver] = []
         self._outcomes: list[OutcomeObserver] = []
-        self._routes: dict[tuple[str, str, str], tuple[_Handler, ...]] = {}
+        self._routes: dict[tuple[str, str, str], tuple[tuple[_Handler, ...], bool]] = {}
 
     def __repr__(self) -> str:
         return f"<Receiver secrets={len(self._keys)} handlers={len(self._handlers)}>"
@@ -416,13 +420,13 @@ class Receiver:
                     extra=event_context(event, handler=handler_name(handler)),
                 )
 
-    def _handlers_for(self, event: WebhookEvent) -> tuple[_Handler, ...]:
-        route = (event.schema_name, event.table, event.event)
-        found = self._routes.get(route)
-        if found is None:
-            found = tuple(h for h in self._handlers if h.filter.matches(*route))
-            if len(self._routes) < 4096:
-                self._routes[route] = found
+    def _handlers_for(self, route: tuple[str, str, str]) -> tuple[tuple[_Handler, ...], bool]:
+        """The handlers of an event on ``route`` (schema, table, operation), and whether
+        any of them types its records."""
+        handlers = tuple(h for h in self._handlers if h.filter.matches(*route))
+        found = handlers, any(h.model is not None for h in handlers)
+        if len(self._routes) < 4096:
+            self._routes[route] = found
         return found
 
     # -- the pipeline -------------------------------------------------------------
@@ -445,9 +449,11 @@ class Receiver:
             length = _declared_length(headers["content-length"], self.max_body_bytes)
         if length is not None and length > self.max_body_bytes:
             raise PayloadTooLarge(f"body exceeds {self.max_body_bytes} bytes")
-        content_type = headers.get("content-type", "").strip()
-        if content_type and not _is_json(content_type):
-            raise UnsupportedMediaType("Content-Type must be application/json")
+        content_type = headers.get("content-type")
+        if content_type and content_type != "application/json":
+            content_type = content_type.strip()
+            if content_type and not _is_json(content_type):
+                raise UnsupportedMediaType("Content-Type must be application/json")
 
     def verify(self, body: bytes, headers: Headers) -> None:
         """Check the signature headers against ``body``; raise a :class:`SignatureError`."""
@@ -477,27 +483,31 @@ class Receiver:
         method: str,
         model: type[Any] | None,
         route: EventFilter | None = None,
-    ) -> Admitted:
-        """Size guard, verify, parse, the typed events for each matching handler, the key."""
-        lowered = _lowered(headers)
-        self._precheck(method, lowered, len(body))
-        self._verify(body, lowered)
-        event = parse_event(body, decimals=self.decimals)
-        typed: dict[type[Any], WebhookEvent] = {}
-        calls = []
-        for handler in self._handlers_for(event):
-            if handler.model is None:
-                calls.append((handler, event))
-                continue
-            if handler.model not in typed:
-                typed[handler.model] = _parse_as(body, handler.model, self.decimals)
-            calls.append((handler, typed[handler.model]))
+    ) -> Admitted | Outcome:
+        """Size guard, verify, parse, the typed events for each matching handler, the key;
+        the refusal instead when a step refuses."""
+        try:
+            lowered = _lowered(headers)
+            self._precheck(method, lowered, len(body))
+            self._verify(body, lowered)
+            event = parse_event(body, decimals=self.decimals)
+            on = (event.schema_name, event.table, event.event)
+            handlers, typing = self._routes.get(on) or self._handlers_for(on)
+            typed: dict[Any, WebhookEvent] = {None: event}
+            if typing:
+                for handler in handlers:
+                    if handler.model not in typed:
+                        typed[handler.model] = _parse_as(body, handler.model, self.decimals)
+            calls = [(handler, typed[handler.model]) for handler in handlers]
+            if model is not None and (route is None or route.accepts(event)):
+                event = typed[model] if model in typed else _parse_as(body, model, self.decimals)
+        except WebhookError as error:
+            return _refused(error)
         if self.store is None or event.event == "TEST":  # each click on "test" arrives
-            key, remember = None, 0.0
-        else:
-            key, remember = self._identity(event, lowered)
-        if model is not None and (route is None or route.accepts(event)):
-            event = typed[model] if model in typed else _parse_as(body, model, self.decimals)
+            return Admitted(event, None, calls)
+        if self.key is None and event.id and len(event.id) <= _LONGEST_KEY:  # the common case
+            return Admitted(event, "id:" + event.id, calls, self.done_ttl)
+        key, remember = self._identity(event, lowered)
         return Admitted(event, key, calls, remember)
 
     def _identity(self, event: WebhookEvent, headers: dict[str, str]) -> tuple[str, float]:
@@ -515,31 +525,8 @@ class Receiver:
             return _bounded("id:", event_id), self.done_ttl
         return content_key(event), self._remember_content
 
-    def _read_or_refuse(
-        self,
-        body: bytes,
-        headers: Headers,
-        method: str,
-        model: type[Any] | None,
-        route: EventFilter | None = None,
-    ) -> Admitted | Outcome:
-        try:
-            return self._read(body, headers, method, model, route)
-        except WebhookError as error:
-            return _refused(error)
-
-    def _claimed(
-        self,
-        admitted: Admitted,
-        key: str,
-        state: ClaimState,
-        owner: str,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> Admitted | Outcome:
-        if state is _NEW:
-            admitted.owner = owner
-            HEARTBEAT.hold(self.store, key, owner, self.processing_ttl, loop)
-            return admitted
+    def _not_claimed(self, admitted: Admitted, key: str, state: ClaimState) -> Outcome:
+        """The answer when the claim on ``key`` was not taken: done before, or in progress."""
         if state is _DONE:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
@@ -552,14 +539,12 @@ class Receiver:
             EventInProgress("this event is already being handled; retry later"), admitted.event
         )
 
-    def _blocking_store(self) -> IdempotencyStore | None:
-        """The store, refused up front when it is async and the caller is not."""
-        if self._store_is_async:
-            raise TypeError(
-                f"the idempotency store {type(self.store).__name__} is async: use handle_async, "
-                "admit_async, process_async and settle_async (an ASGI adapter) or a blocking store"
-            )
-        return self._blocking
+    def _async_store_refused(self) -> TypeError:
+        """The error for a blocking call on a receiver whose store is async."""
+        return TypeError(
+            f"the idempotency store {type(self.store).__name__} is async: use handle_async, "
+            "admit_async, process_async and settle_async (an ASGI adapter) or a blocking store"
+        )
 
     def admit(
         self,
@@ -577,14 +562,20 @@ class Receiver:
         ``model`` types ``Admitted.event``'s records (a mismatch is a 400 before any claim);
         with ``route``, only those of the events it accepts (the others stay dicts).
         """
-        store = self._blocking_store()
+        if self._store_is_async:
+            raise self._async_store_refused()
         started = time.perf_counter() if self._outcomes else 0.0
-        admitted = self._read_or_refuse(body, headers, method, model, route)
-        if isinstance(admitted, Outcome) or admitted.key is None or store is None:
-            return self._reported(admitted, started) if self._outcomes else admitted
-        key, owner = admitted.key, HEARTBEAT.owner()
-        claimed = self._claimed(admitted, key, store.claim(key, owner, self.processing_ttl), owner)
-        return self._reported(claimed, started) if self._outcomes else claimed
+        admitted = self._read(body, headers, method, model, route)
+        store = self._blocking
+        if type(admitted) is Admitted and admitted.key is not None and store is not None:
+            key, owner = admitted.key, HEARTBEAT.owner()
+            state = store.claim(key, owner, self.processing_ttl)
+            if state is _NEW:
+                admitted.owner = owner
+                HEARTBEAT.hold(store, key, owner, self.processing_ttl)
+            else:
+                admitted = self._not_claimed(admitted, key, state)
+        return self._reported(admitted, started) if self._outcomes else admitted
 
     async def admit_async(
         self,
@@ -597,18 +588,22 @@ class Receiver:
     ) -> Admitted | Outcome:
         """:meth:`admit` for async code (awaits an async idempotency store)."""
         started = time.perf_counter() if self._outcomes else 0.0
-        admitted = self._read_or_refuse(body, headers, method, model, route)
-        if isinstance(admitted, Outcome) or admitted.key is None or self.store is None:
-            return self._reported(admitted, started) if self._outcomes else admitted
-        key, owner = admitted.key, HEARTBEAT.owner()
-        if self._blocking is not None:
-            state = self._blocking.claim(key, owner, self.processing_ttl)
-            claimed = self._claimed(admitted, key, state, owner)
-        else:
-            store = cast(AsyncIdempotencyStore, self.store)
-            state = await store.claim(key, owner, self.processing_ttl)
-            claimed = self._claimed(admitted, key, state, owner, asyncio.get_running_loop())
-        return self._reported(claimed, started) if self._outcomes else claimed
+        admitted = self._read(body, headers, method, model, route)
+        if type(admitted) is Admitted and admitted.key is not None and self.store is not None:
+            key, owner = admitted.key, HEARTBEAT.owner()
+            loop = None
+            if self._blocking is not None:
+                state = self._blocking.claim(key, owner, self.processing_ttl)
+            else:
+                store = cast(AsyncIdempotencyStore, self.store)
+                state = await store.claim(key, owner, self.processing_ttl)
+                loop = asyncio.get_running_loop()
+            if state is _NEW:
+                admitted.owner = owner
+                HEARTBEAT.hold(self.store, key, owner, self.processing_ttl, loop)
+            else:
+                admitted = self._not_claimed(admitted, key, state)
+        return self._reported(admitted, started) if self._outcomes else admitted
 
     def settle(self, admitted: Admitted, ok: bool) -> None:
         """Settle ``admitted``'s claim: complete it when the handling succeeded (``ok``),
@@ -617,15 +612,17 @@ class Receiver:
         owner = admitted.owner
         if owner is None:
             return
-        store, key = self._blocking_store(), admitted.key
-        assert store is not None and key is not None  # the claim was taken in the store
+        store = self._blocking
+        if store is None:  # the claim was taken in an async store
+            raise self._async_store_refused()
+        key = admitted.key
+        assert key is not None  # a claim was taken on it
         admitted.owner = None
         HEARTBEAT.drop(owner)
-        if ok and admitted.remember:
-            if not store.complete(key, owner, admitted.remember):
-                _lapsed(key)
-        else:
+        if not ok or not admitted.remember:
             store.release(key, owner)
+        elif not store.complete(key, owner, admitted.remember):
+            _lapsed(key)
 
     async def settle_async(self, admitted: Admitted, ok: bool) -> None:
         """:meth:`settle` for async code (awaits an async idempotency store)."""
@@ -652,7 +649,8 @@ class Receiver:
         Any other exception (``KeyboardInterrupt``, ``SystemExit``, cancellation) releases
         the claim and propagates.
         """
-        self._blocking_store()
+        if self._store_is_async:
+            raise self._async_store_refused()
         started = time.perf_counter() if self._outcomes else 0.0
         try:
             failures = self._run(admitted)
@@ -750,9 +748,7 @@ class Receiver:
     def handle(self, body: bytes, headers: Headers, method: str = "POST") -> Outcome:
         """Run the whole pipeline on one request. Never raises for bad input."""
         admitted = self.admit(body, headers, method)
-        if isinstance(admitted, Outcome):
-            return admitted
-        return self.process(admitted)
+        return admitted if isinstance(admitted, Outcome) else self.process(admitted)
 
     async def handle_async(
         self,

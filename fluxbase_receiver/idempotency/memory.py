@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from fluxbase_receiver.idempotency.base import ClaimState
@@ -15,12 +15,20 @@ __all__ = ["MemoryIdempotencyStore"]
 # metaclass, a tenth of a microsecond each time on the claim path.
 _NEW, _IN_PROGRESS, _DONE = ClaimState.NEW, ClaimState.IN_PROGRESS, ClaimState.DONE
 
+_Entry = tuple[ClaimState, float, "str | None"]
+"""A key's state, when it expires, and the owner of an in-progress claim."""
+
 
 class MemoryIdempotencyStore:
     """In-process store: bounded (oldest entries evicted first), TTL, thread-safe.
 
     Right for one process. Several processes or hosts need a shared store
     (SQLite on one host; Redis or PostgreSQL across hosts).
+
+    A claim of a key it has never seen is one atomic ``dict.setdefault``, with no lock;
+    everything else (an existing key, renew, complete, release, eviction) runs under
+    one lock. When it holds more than ``max_entries``, the oldest sixteenth (at least
+    one entry) is dropped in one go.
     """
 
     def __init__(
@@ -30,8 +38,7 @@ class MemoryIdempotencyStore:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self._clock = clock
-        # key -> (state, expires at, owner of an in-progress claim)
-        self._entries: OrderedDict[str, tuple[ClaimState, float, str | None]] = OrderedDict()
+        self._entries: dict[str, _Entry] = {}  # in claim order: the oldest first
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -39,20 +46,28 @@ class MemoryIdempotencyStore:
 
     def claim(self, key: str, owner: str, lease: float) -> ClaimState:
         now = self._clock()
-        entries = self._entries
-        self._lock.acquire()  # not "with": this is the hot path, and "with" costs twice as much
-        try:
-            entry = entries.get(key)
-            if entry is not None:
-                if entry[1] > now:
-                    return entry[0]
-                del entries[key]  # expired: claimed anew, as the newest entry
-            entries[key] = (_IN_PROGRESS, now + lease, owner)
-            while len(entries) > self.max_entries:
-                entries.popitem(last=False)
+        mine = (_IN_PROGRESS, now + lease, owner)
+        entry = self._entries.setdefault(key, mine)  # atomic: a new key is claimed once
+        if entry is mine:
+            if len(self._entries) > self.max_entries:
+                self._evict()
             return _NEW
-        finally:
-            self._lock.release()
+        with self._lock:
+            entry = self._entries.get(key, entry)
+            if entry[1] > now:
+                return entry[0]
+            self._entries.pop(key, None)  # expired (or gone): claimed anew, as the newest
+            self._entries[key] = mine
+            return _NEW
+
+    def _evict(self) -> None:
+        with self._lock:
+            entries = self._entries
+            excess = len(entries) - self.max_entries
+            if excess > 0:
+                oldest = list(itertools.islice(entries, max(excess, self.max_entries // 16)))
+                for key in oldest:
+                    del entries[key]
 
     def _held(self, key: str, owner: str, now: float) -> bool:
         entry = self._entries.get(key)
@@ -70,12 +85,11 @@ class MemoryIdempotencyStore:
 
     def complete(self, key: str, owner: str, ttl: float) -> bool:
         now = self._clock()
-        self._lock.acquire()
+        self._lock.acquire()  # not "with": this is the hot path, and "with" costs twice as much
         try:
             if not self._held(key, owner, now):
                 return False
             self._entries[key] = (_DONE, now + ttl, None)
-            self._entries.move_to_end(key)
             return True
         finally:
             self._lock.release()
