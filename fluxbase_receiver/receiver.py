@@ -496,7 +496,7 @@ class Receiver:
             typed: dict[Any, WebhookEvent] = {None: event}
             if typing:
                 for handler in handlers:
-                    if handler.model not in typed:
+                    if handler.model is not None and handler.model not in typed:
                         typed[handler.model] = _parse_as(body, handler.model, self.decimals)
             calls = [(handler, typed[handler.model]) for handler in handlers]
             if model is not None and (route is None or route.accepts(event)):
