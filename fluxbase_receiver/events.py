@@ -274,7 +274,7 @@ def parse_event(
     directly by pydantic-core, except when numbers must stay exact: ``decimals=True``, or a
     ``model`` with a ``Decimal`` field (see the module docs). Raises :class:`InvalidPayload`.
     """
-    adapter = event_adapter(model)
+    adapter = _ADAPTERS.get(model) or event_adapter(model)
     try:
         if not isinstance(body, (bytes, bytearray, str)):
             event: WebhookEvent = adapter.validate_python(body)

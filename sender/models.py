@@ -88,7 +88,6 @@ class WebhookValidationError(SenderError, ValueError):
     """A webhook subscription was refused; ``errors`` lists ``{"field", "message"}``."""
 
     code = "invalid_webhook"
-    status = 422
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
         self.errors = errors
@@ -110,7 +109,6 @@ class NotFound(SenderError, LookupError):
     """No webhook or delivery has the given id."""
 
     code = "not_found"
-    status = 404
 
 
 class EventFilter(BaseModel):

@@ -69,27 +69,22 @@ class MemoryIdempotencyStore:
                 for key in oldest:
                     del entries[key]
 
-    def _held(self, key: str, owner: str, now: float) -> bool:
-        entry = self._entries.get(key)
-        return (
-            entry is not None and entry[2] == owner and entry[0] is _IN_PROGRESS and entry[1] > now
-        )
-
     def renew(self, key: str, owner: str, lease: float) -> bool:
         now = self._clock()
         with self._lock:
-            if not self._held(key, owner, now):
+            if not _held(self._entries.get(key), owner, now):
                 return False
             self._entries[key] = (_IN_PROGRESS, now + lease, owner)
             return True
 
     def complete(self, key: str, owner: str, ttl: float) -> bool:
         now = self._clock()
+        entries = self._entries
         self._lock.acquire()  # not "with": this is the hot path, and "with" costs twice as much
         try:
-            if not self._held(key, owner, now):
+            if not _held(entries.get(key), owner, now):
                 return False
-            self._entries[key] = (_DONE, now + ttl, None)
+            entries[key] = (_DONE, now + ttl, None)
             return True
         finally:
             self._lock.release()
@@ -99,3 +94,8 @@ class MemoryIdempotencyStore:
             entry = self._entries.get(key)
             if entry is not None and entry[2] == owner and entry[0] is _IN_PROGRESS:
                 del self._entries[key]
+
+
+def _held(entry: _Entry | None, owner: str, now: float) -> bool:
+    """True when ``entry`` is ``owner``'s claim, in progress and not lapsed at ``now``."""
+    return entry is not None and entry[2] == owner and entry[0] is _IN_PROGRESS and entry[1] > now
