@@ -226,6 +226,7 @@ CREATE FUNCTION {s}.record_attempts(
 ) RETURNS text[] LANGUAGE plpgsql AS $$
 DECLARE
     succeeded text[];
+    disabled text[];
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);  -- see the module's notes
     WITH r AS (
@@ -280,17 +281,23 @@ BEGIN
             OR (h.reason IS NOT NULL AND w.enabled))
         RETURNING w.id, w.enabled
     )
-    UPDATE {s}.deliveries AS d SET paused = true FROM changed
-    WHERE NOT changed.enabled AND d.webhook_id = changed.id
-      AND d.status IN ('pending', 'retrying') AND NOT d.paused;
+    SELECT array_agg(changed.id) INTO disabled FROM changed WHERE NOT changed.enabled;
+    IF disabled IS NOT NULL THEN
+        UPDATE {s}.deliveries AS d SET paused = true
+        WHERE d.webhook_id = ANY(disabled) AND d.status IN ('pending', 'retrying')
+          AND NOT d.paused;
+    END IF;
 
     PERFORM {s}.hand_over(p_ids);
     RETURN coalesce(succeeded, ARRAY[]::text[]);
 END
 $$;
 
-CREATE FUNCTION {s}.hand_over(p_ids text[]) RETURNS void LANGUAGE sql AS $$
+CREATE FUNCTION {s}.hand_over(p_ids text[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     -- Finished deliveries among p_ids let the next waiting change of their row go.
+    -- (PL/pgSQL keeps the statement's plan for the session; an SQL function would plan
+    -- it again on every call.)
     WITH finished AS (
         SELECT DISTINCT f.webhook_id, f.row_key FROM {s}.deliveries AS f
         WHERE f.id = ANY(p_ids) AND f.status IN ('success', 'failed') AND f.row_key IS NOT NULL
@@ -304,6 +311,7 @@ CREATE FUNCTION {s}.hand_over(p_ids text[]) RETURNS void LANGUAGE sql AS $$
         SELECT 1 FROM {s}.deliveries AS a
         WHERE a.webhook_id = finished.webhook_id AND a.row_key = finished.row_key
           AND a.status IN ('pending', 'retrying') AND NOT a.blocked);
+END
 $$;
 
 CREATE FUNCTION {s}.claim(
