@@ -13,6 +13,10 @@ from pydantic_core import to_json
 
 __all__ = ["CapturedEvent", "new_event", "wire_body"]
 
+_string = json.encoder.encode_basestring
+"""A str as a JSON string, non-ASCII kept (``json.dumps(s, ensure_ascii=False)``)."""
+_ascii = json.encoder.encode_basestring_ascii
+"""A str as an ASCII JSON string (``json.dumps(s)``)."""
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _EMITTED = ("INSERT", "UPDATE", "DELETE", "TEST")
 
@@ -64,15 +68,10 @@ def new_event(
 def wire_body(event: CapturedEvent, webhook_id: str) -> bytes:
     """The JSON body POSTed for ``event``: Fluxbase's fields plus our stable ``id``."""
     timestamp = datetime.fromtimestamp(event.occurred_at, UTC).isoformat(timespec="microseconds")
-    scalars = [
-        ("event", event.event),
-        ("table", event.table),
-        ("schema", event.schema),
-    ]
-    parts = [f"{json.dumps(k)}:{json.dumps(v, ensure_ascii=False)}" for k, v in scalars]
-    parts.append(f'"record":{event.record or "null"}')
-    parts.append(f'"old_record":{event.old_record or "null"}')
-    parts.append(f'"timestamp":"{timestamp.replace("+00:00", "Z")}"')
-    parts.append(f'"webhook_id":{json.dumps(webhook_id)}')
-    parts.append(f'"id":{json.dumps(event.id)}')
-    return ("{" + ",".join(parts) + "}").encode("utf-8")
+    return (
+        f'{{"event":{_string(event.event)},"table":{_string(event.table)}'
+        f',"schema":{_string(event.schema)},"record":{event.record or "null"}'
+        f',"old_record":{event.old_record or "null"}'
+        f',"timestamp":"{timestamp.replace("+00:00", "Z")}"'
+        f',"webhook_id":{_ascii(webhook_id)},"id":{_ascii(event.id)}}}'
+    ).encode()

@@ -13,6 +13,7 @@ is saved, by spelling the URL's host the way the HTTP client will.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -27,7 +28,7 @@ import aiohttp
 from yarl import URL
 
 from fluxbase_receiver.errors import SenderError
-from fluxbase_receiver.signature import fluxbase_headers
+from fluxbase_receiver.signature import HmacKey, headers_with_keys, secret_keys
 
 __all__ = [
     "MAX_STORED_BODY",
@@ -323,13 +324,19 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - current)
 
 
+@functools.lru_cache(maxsize=64)
+def _keys(secret: str) -> tuple[HmacKey, ...]:
+    """A webhook secret's prepared HMAC key, made once for all of its sends."""
+    return secret_keys(secret)
+
+
 def signed_headers(
     body: bytes, secret: str, event_id: str, attempt: int, custom: dict[str, str]
 ) -> dict[str, str]:
     """The request headers of one attempt: signed now, with a fresh ``t``."""
     return {
         **custom,
-        **fluxbase_headers(body, secret),
+        **headers_with_keys(body, _keys(secret)),
         "X-Fluxbase-Event-Id": event_id,
         "X-Fluxbase-Delivery-Attempt": str(attempt),
     }
