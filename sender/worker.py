@@ -235,7 +235,13 @@ class Worker:
 
     async def _record(self, records: list[AttemptRecord], counts: DeliveryCounts) -> None:
         await self.store.record_attempts(records)
+        succeeded = retrying = 0
         for record in records:
+            status = record.decision.status
+            if status == "success":
+                succeeded += 1
+            elif status == "retrying":
+                retrying += 1
             if record.decision.disable_reason:
                 logger.warning(
                     "webhook %s disabled: %s",
@@ -247,14 +253,11 @@ class Worker:
                         "fluxbase_reason": record.decision.disable_reason,
                     },
                 )
-            for tally in (counts, self.totals):
-                tally.attempted += 1
-                if record.decision.status == "success":
-                    tally.succeeded += 1
-                elif record.decision.status == "retrying":
-                    tally.retrying += 1
-                else:
-                    tally.failed += 1
+        for tally in (counts, self.totals):  # pydantic models: written once per batch
+            tally.attempted += len(records)
+            tally.succeeded += succeeded
+            tally.retrying += retrying
+            tally.failed += len(records) - succeeded - retrying
 
     async def _report_progress(self) -> None:
         while True:
