@@ -338,32 +338,36 @@ BEGIN
           AND d.next_attempt_at <= p_due
         ORDER BY d.next_attempt_at LIMIT p_limit FOR UPDATE SKIP LOCKED);
 
-    -- An expired lease: its worker was lost with the attempt it counted.
-    WITH expired AS (
-        SELECT d.seq, d.next_attempt_at AS expired_at,
-               d.attempts - d.in_progress_answers
-                   >= coalesce(d.max_attempts, w.max_retries + 1) AS exhausted,
-               'worker lost: ' || d.lease_owner || ' took the lease for attempt '
-                   || d.attempts || ' and did not record it before the lease expired' AS why
-        FROM {s}.deliveries AS d JOIN {s}.webhooks AS w ON w.id = d.webhook_id
-        WHERE d.seq = ANY(picked) AND d.lease_owner IS NOT NULL
-    ),
-    settled AS (
-        UPDATE {s}.deliveries AS d SET error = x.why, response_status = NULL,
-            response_body = NULL, lease_owner = NULL,
-            status = CASE WHEN x.exhausted THEN 'failed' ELSE d.status END,
-            next_attempt_at = CASE WHEN x.exhausted THEN NULL ELSE d.next_attempt_at END
-        FROM expired AS x WHERE d.seq = x.seq
-        RETURNING d.id, d.attempts, x.why, x.expired_at
-    ),
-    logged AS (
-        INSERT INTO {s}.attempts (delivery_id, attempt, outcome, error, duration_ms, started_at)
-        SELECT settled.id, settled.attempts, 'failed', settled.why, 0, settled.expired_at
-        FROM settled
-    )
-    SELECT array_agg(settled.id) INTO lost FROM settled;
-    IF lost IS NOT NULL THEN
-        PERFORM {s}.hand_over(lost);
+    -- An expired lease: its worker was lost with the attempt it counted. Looked up
+    -- first: settling costs more than the look-up even when there is nothing to settle.
+    IF EXISTS (SELECT FROM {s}.deliveries AS d
+               WHERE d.seq = ANY(picked) AND d.lease_owner IS NOT NULL) THEN
+        WITH expired AS (
+            SELECT d.seq, d.next_attempt_at AS expired_at,
+                   d.attempts - d.in_progress_answers
+                       >= coalesce(d.max_attempts, w.max_retries + 1) AS exhausted,
+                   'worker lost: ' || d.lease_owner || ' took the lease for attempt '
+                       || d.attempts || ' and did not record it before the lease expired' AS why
+            FROM {s}.deliveries AS d JOIN {s}.webhooks AS w ON w.id = d.webhook_id
+            WHERE d.seq = ANY(picked) AND d.lease_owner IS NOT NULL
+        ),
+        settled AS (
+            UPDATE {s}.deliveries AS d SET error = x.why, response_status = NULL,
+                response_body = NULL, lease_owner = NULL,
+                status = CASE WHEN x.exhausted THEN 'failed' ELSE d.status END,
+                next_attempt_at = CASE WHEN x.exhausted THEN NULL ELSE d.next_attempt_at END
+            FROM expired AS x WHERE d.seq = x.seq
+            RETURNING d.id, d.attempts, x.why, x.expired_at
+        ),
+        logged AS (
+            INSERT INTO {s}.attempts (delivery_id, attempt, outcome, error, duration_ms, started_at)
+            SELECT settled.id, settled.attempts, 'failed', settled.why, 0, settled.expired_at
+            FROM settled
+        )
+        SELECT array_agg(settled.id) INTO lost FROM settled;
+        IF lost IS NOT NULL THEN
+            PERFORM {s}.hand_over(lost);
+        END IF;
     END IF;
 
     UPDATE {s}.deliveries AS d SET paused = true FROM {s}.webhooks AS w
