@@ -66,12 +66,12 @@ from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import Respond, skipped, view_failed
 from fluxbase_receiver.adapters.wsgi import (
     WSGIWebhookEndpoint,
-    environ_headers,
+    environ_request_headers,
     read_body,
     to_response,
 )
 from fluxbase_receiver.events import EventFilter
-from fluxbase_receiver.receiver import Outcome, Receiver, check_model, request_headers
+from fluxbase_receiver.receiver import Outcome, Receiver, check_model
 
 __all__ = ["FluxbaseWebhooks", "webhook_view"]
 
@@ -124,7 +124,7 @@ class FluxbaseWebhooks:
         current = request._get_current_object()  # type: ignore[attr-defined]
         path = REQUEST_PATH.set(current.path)  # for refusal records
         try:
-            headers = request_headers(environ_headers(current.environ))  # lowercased once
+            headers = environ_request_headers(current.environ)  # read once for every step
             body = read_body(current, self.receiver, headers)
             outcome = self._webhook.answer(body, headers) if isinstance(body, bytes) else body
         finally:
@@ -150,7 +150,7 @@ def webhook_view(
             current = request._get_current_object()  # type: ignore[attr-defined]
             path = REQUEST_PATH.set(current.path)  # for refusal records
             try:
-                headers = request_headers(environ_headers(current.environ))  # lowercased once
+                headers = environ_request_headers(current.environ)  # read once for every step
                 body = read_body(current, receiver, headers)
                 if isinstance(body, Outcome):
                     return to_response(body, Response)

@@ -29,9 +29,10 @@ matches ``path`` alone.) The endpoint is an ASGI application, so a route sends i
 method and it answers 405 itself for anything but POST.
 
 The body is streamed: a declared ``Content-Length`` over ``receiver.max_body_bytes`` is
-refused before reading, and any other body with 413 as soon as it passes the limit,
-without buffering the rest. Async handlers are awaited; sync handlers run in a worker
-thread (register them with ``threaded=False`` to run inline).
+refused without reading past the first chunk the server hands over, and any other body
+with 413 as soon as it passes the limit, without buffering the rest. Async handlers are
+awaited; sync handlers run in a worker thread (register them with ``threaded=False`` to run
+inline).
 
 Respond quickly: ``respond="immediately"`` answers 202 right after verify + idempotency
 claim and runs the handlers after the response is sent; ``deadline=2.0`` answers 202 once
@@ -48,7 +49,7 @@ import logging
 try:
     from starlette.requests import ClientDisconnect
     from starlette.routing import Route
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "fluxbase_receiver.adapters.starlette needs Starlette: "
@@ -120,12 +121,14 @@ async def read_body(
     refusal = receiver.precheck(method, headers)
     if refusal is not None:
         return refusal
-    limit = receiver.max_body_bytes
+    return await _read(receive, await receive(), receiver.max_body_bytes)
+
+
+async def _read(receive: Receive, message: Message, limit: int) -> bytes | Outcome:
+    """The body that ``message`` starts, read on up to ``limit``; the 413 refusal past it."""
     chunks: list[bytes] = []
     size = 0
-    more = True
-    while more:
-        message = await receive()
+    while True:
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
         chunk: bytes = message.get("body", b"")
@@ -133,31 +136,33 @@ async def read_body(
         if size > limit:
             return too_large(limit)
         chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        message = await receive()
 
 
 async def send_outcome(send: Send, outcome: Outcome) -> None:
     """Answer with ``outcome``: its status, ``application/json`` and its JSON body."""
     answer = outcome.body_bytes()
-    headers = [*_raw_headers(outcome), (b"content-length", str(len(answer)).encode())]
+    headers = _headers(outcome, answer)
     await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer})
 
 
-_RAW_HEADERS: dict[int, tuple[tuple[bytes, bytes], ...]] = {}
+_HEADERS: dict[tuple[int, int], tuple[tuple[bytes, bytes], ...]] = {}
 
 
-def _raw_headers(outcome: Outcome) -> tuple[tuple[bytes, bytes], ...]:
-    """:func:`response_headers` (which depend on the status alone), encoded once per status."""
-    raw = _RAW_HEADERS.get(outcome.status)
-    if raw is None:
-        raw = tuple(
-            (name.lower().encode(), value.encode())
-            for name, value in response_headers(outcome).items()
-        )
-        _RAW_HEADERS[outcome.status] = raw
-    return raw
+def _headers(outcome: Outcome, answer: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """The raw response headers for ``outcome`` answering ``answer``: :func:`response_headers`
+    (which depend on the status alone) and the length, encoded once per status and length."""
+    key = (outcome.status, len(answer))
+    headers = _HEADERS.get(key)
+    if headers is None:
+        pairs = [*response_headers(outcome).items(), ("Content-Length", str(len(answer)))]
+        headers = tuple((name.lower().encode(), value.encode()) for name, value in pairs)
+        if len(_HEADERS) < 256:
+            _HEADERS[key] = headers
+    return headers
 
 
 class WebhookEndpoint:
@@ -174,6 +179,7 @@ class WebhookEndpoint:
         self.receiver = receiver
         self.respond = respond
         self.deadline = deadline
+        self._after_handlers = respond == "after_handlers"
 
     def __repr__(self) -> str:
         return f"<WebhookEndpoint respond={self.respond!r} deadline={self.deadline!r}>"
@@ -181,24 +187,33 @@ class WebhookEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         REQUEST_PATH.set(scope["path"])  # for refusal records, in this request's task
         receiver = self.receiver
+        method = scope["method"]
         headers = scope_request_headers(scope)
-        try:
-            body = await read_body(receive, scope["method"], headers, receiver)
-        except ClientDisconnect:
-            logger.info("webhook client disconnected before sending the whole body")
-            return
-        if isinstance(body, Outcome):
-            await send_outcome(send, body)
-        elif self.respond == "after_handlers":
-            outcome = await receiver.handle_async(body, headers, deadline=self.deadline)
-            await send_outcome(send, outcome)
-        else:
-            admitted = await receiver.admit_async(body, headers)
-            if isinstance(admitted, Outcome):
-                await send_outcome(send, admitted)
+        message = await receive()
+        body = message.get("body", b"")
+        if message.get("more_body") or not body or len(body) > receiver.max_body_bytes:
+            # not the whole body at once: refuse what can be refused before reading on
+            refusal = receiver.precheck(method, headers)
+            if refusal is None:
+                try:
+                    body = await _read(receive, message, receiver.max_body_bytes)
+                except ClientDisconnect:
+                    logger.info("webhook client disconnected before sending the whole body")
+                    return
+                refusal = body if isinstance(body, Outcome) else None
+            if refusal is not None:
+                await send_outcome(send, refusal)
                 return
-            await send_outcome(send, accepted(admitted.event))
-            await self._process(admitted)  # after the answer, as a Starlette background task
+        if self._after_handlers:  # the core runs every check on a whole body (405, 413, 415...)
+            outcome = await receiver.handle_async(body, headers, method, deadline=self.deadline)
+            await send_outcome(send, outcome)
+            return
+        admitted = await receiver.admit_async(body, headers, method)
+        if isinstance(admitted, Outcome):
+            await send_outcome(send, admitted)
+            return
+        await send_outcome(send, accepted(admitted.event))
+        await self._process(admitted)  # after the answer, as a Starlette background task
 
     async def _process(self, admitted: Admitted) -> None:
         try:
@@ -243,9 +258,10 @@ class FluxbaseASGIMiddleware:
         self.path = path
         self._paths = path_variants(path)
         self.endpoint = WebhookEndpoint(receiver, respond=respond, deadline=deadline)
+        self._answer = self.endpoint.__call__  # called bound: cheaper than through the instance
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self._paths:
-            await self.endpoint(scope, receive, send)
+            await self._answer(scope, receive, send)
         else:
             await self.app(scope, receive, send)

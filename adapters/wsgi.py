@@ -74,6 +74,7 @@ __all__ = [
     "FluxbaseWSGIMiddleware",
     "WSGIWebhookEndpoint",
     "environ_headers",
+    "environ_request_headers",
     "read_body",
     "read_environ_body",
     "to_response",
@@ -110,13 +111,14 @@ _ENVIRON_KEYS = tuple(
 )
 
 
-def _receiver_headers(environ: WSGIEnvironment) -> RequestHeaders:
-    """The request headers the receiver reads, straight from the environ (empty ones left out,
-    as :func:`environ_headers` leaves out an empty ``Content-Type`` or ``Content-Length``)."""
+def environ_request_headers(environ: WSGIEnvironment) -> RequestHeaders:
+    """The request headers of a WSGI ``environ`` that the receiver reads, by lowercase name:
+    what :func:`~fluxbase_receiver.receiver.request_headers` gives for
+    :func:`environ_headers`, without the headers the receiver does not read."""
     headers = RequestHeaders()
     for key, name in _ENVIRON_KEYS:
         value = environ.get(key)
-        if value:
+        if value or (value is not None and key[:5] == "HTTP_"):  # no empty Content-* header
             headers[name] = value
     return headers
 
@@ -127,7 +129,7 @@ def read_body(request: Request, receiver: Receiver, headers: Headers) -> bytes |
     The limit is the smaller of ``receiver.max_body_bytes`` and the request's own
     ``max_content_length`` (Flask's ``MAX_CONTENT_LENGTH``). The body stays cached on the
     request (``request.get_data()`` gives it again). ``headers`` are the request's
-    (:func:`environ_headers`).
+    (:func:`environ_request_headers`).
     """
     length = get_content_length(request.environ)
     refusal = receiver.precheck(request.method, headers, length)
@@ -233,7 +235,7 @@ class WSGIWebhookEndpoint:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = REQUEST_PATH.set(environ.get("PATH_INFO"))  # for refusal records
         try:
-            headers = _receiver_headers(environ)  # read once for every step
+            headers = environ_request_headers(environ)  # read once for every step
             body = read_environ_body(environ, self.receiver, headers)
             outcome = self.answer(body, headers) if isinstance(body, bytes) else body
         finally:
