@@ -1,6 +1,34 @@
-"""FastAPI: a dependency that yields the verified, typed event to your route function.
+"""FastAPI: a plain route for the receiver's handlers, or a dependency that yields the
+verified, typed event to your route function.
 
-Usage::
+The receiver's handlers (registered with ``receiver.on``) on a plain route::
+
+    import os
+
+    from fastapi import FastAPI
+
+    from fluxbase_receiver import Receiver, WebhookEvent
+    from fluxbase_receiver.adapters.fastapi import add_webhook_route
+
+    app = FastAPI()
+    receiver = Receiver(secret=os.environ["FLUXBASE_WEBHOOK_SECRET"])
+
+    @receiver.on("orders", "INSERT", "UPDATE")
+    async def on_order(event: WebhookEvent) -> None:
+        ...
+
+    add_webhook_route(app, "/webhooks/fluxbase", receiver)  # an app or an APIRouter
+
+The route takes the path with and without a trailing slash (the second hidden from the
+OpenAPI document), is documented like any FastAPI route (the event body, the signature
+header, every answer) and sends its requests straight to the Starlette endpoint
+(:class:`~fluxbase_receiver.adapters.starlette.WebhookEndpoint`): it answers exactly as
+the Starlette adapter does (405 in the webhook's JSON shape too) and takes its ``respond``
+and ``deadline`` options. FastAPI's request handling does not run for it, so neither do
+dependencies: this is the fast form, adding less to a request than a bare FastAPI endpoint
+costs by itself.
+
+The dependency, for a route function of yours that takes the event::
 
     import os
     from typing import Annotated
@@ -46,8 +74,11 @@ redelivery runs them again. This happens when the route function ends, before th
 is sent (the dependency registers the settling on the request's function-scoped exit stack,
 as a ``Depends(..., scope="function")`` dependency with ``yield`` would, for less).
 
-To answer early and let the receiver's handlers run in the background instead, mount the
-Starlette endpoint: ``app.add_route(path, webhook_endpoint(receiver, respond="immediately"))``.
+The dependency costs more than the plain route: FastAPI's own ``Depends`` machinery (solving
+the dependency, its exit stack) adds about 0.7x of the core's whole work per request by
+itself, before the dependency does anything (``python bench/adapters.py`` prints it). Use
+it when the route function needs the event; otherwise use :func:`add_webhook_route`, which
+also answers early (``respond="immediately"``, ``deadline``) when asked.
 """
 
 from __future__ import annotations
@@ -56,15 +87,17 @@ import inspect
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 try:
     from anyio import CancelScope
     from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
     from fastapi.params import Depends as DependsParam
+    from fastapi.routing import APIRoute
     from pydantic import TypeAdapter
     from starlette.requests import ClientDisconnect
     from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "fluxbase_receiver.adapters.fastapi needs FastAPI: pip install 'fluxbase-receiver[fastapi]'"
@@ -72,18 +105,30 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import (
+    Respond,
     path_variants,
     response_headers,
     skipped,
     view_failed,
 )
-from fluxbase_receiver.adapters.starlette import read_body, scope_request_headers
+from fluxbase_receiver.adapters.starlette import (
+    WebhookEndpoint,
+    read_body,
+    scope_request_headers,
+)
 from fluxbase_receiver.errors import InvalidPayload
-from fluxbase_receiver.events import EventFilter, WebhookEvent, event_type
+from fluxbase_receiver.events import OPERATIONS, EventFilter, WebhookEvent, event_type
 from fluxbase_receiver.receiver import Admitted, Outcome, Receiver, check_model
 from fluxbase_receiver.signature import SIGNATURE_HEADER
 
-__all__ = ["FluxbaseWebhook", "WebhookAnswered", "install_exception_handler", "openapi_for"]
+__all__ = [
+    "FluxbaseWebhook",
+    "WebhookAnswered",
+    "WebhookRoute",
+    "add_webhook_route",
+    "install_exception_handler",
+    "openapi_for",
+]
 
 RouteFunction = TypeVar("RouteFunction", bound=Callable[..., Any])
 
@@ -112,6 +157,16 @@ _REFUSALS = {
     500: "A handler raised (the message does not include the exception).",
 }
 
+_ROUTE_ANSWERS = {
+    200: 'Handled; or a duplicate of a completed event (`{"ok": true, "duplicate": true}`, '
+    "nothing ran).",
+}
+_EARLY_ANSWER = {
+    202: 'Accepted (`{"ok": true, "accepted": true}`): answered before the handlers finished. '
+    "A sender counts any 2xx as delivered.",
+}
+_ROUTE_REFUSALS = {**_REFUSALS, 405: "A method other than POST."}
+
 
 class WebhookAnswered(HTTPException):
     """The webhook was answered before the route function ran: a refusal or a duplicate."""
@@ -130,6 +185,71 @@ async def _answer(request: Request, exc: Exception) -> Response:
 def install_exception_handler(app: FastAPI) -> None:
     """Answer :class:`WebhookAnswered` with the core's status and JSON body."""
     app.add_exception_handler(WebhookAnswered, _answer)
+
+
+class WebhookRoute(APIRoute):
+    """A route FastAPI documents like its own whose requests go straight to the receiver's
+    ASGI endpoint (:class:`~fluxbase_receiver.adapters.starlette.WebhookEndpoint`), past
+    FastAPI's request handling: no dependencies run for it. Methods other than POST reach
+    the endpoint too, which answers them 405 in the webhook's JSON shape."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await cast(_Documented, self.endpoint).webhook(scope, receive, send)
+
+
+class _Documented:
+    # The endpoint a WebhookRoute is documented by, never called: no parameters, a name
+    # and a description for OpenAPI, and the ASGI endpoint that answers instead.
+
+    __name__ = "receive_fluxbase_webhook"
+    __doc__ = (
+        "A Fluxbase database webhook: the signed event is verified, deduplicated and handed "
+        "to the receiver's handlers."
+    )
+
+    def __init__(self, webhook: WebhookEndpoint) -> None:
+        self.webhook = webhook
+
+    async def __call__(self) -> None:  # pragma: no cover - WebhookRoute.handle answers
+        raise RuntimeError("a webhook route answers through its ASGI endpoint")
+
+
+def add_webhook_route(
+    router: FastAPI | APIRouter,
+    path: str,
+    receiver: Receiver,
+    *,
+    respond: Respond = "after_handlers",
+    deadline: float | None = None,
+    **options: Any,
+) -> None:
+    """Receive webhooks on ``path`` (with and without a trailing slash, the second hidden
+    from OpenAPI) with the handlers registered by ``receiver.on``, as a plain route: no
+    dependency, and the answers, body and header documented in OpenAPI.
+
+    ``respond`` and ``deadline`` are the Starlette endpoint's; ``options`` go to the route
+    (``tags``, ``summary``, ``operation_id``...).
+    """
+    documented = _Documented(WebhookEndpoint(receiver, respond=respond, deadline=deadline))
+    early = respond == "immediately" or deadline is not None
+    openapi = _openapi(
+        event_type(None, OPERATIONS),
+        {**_ROUTE_ANSWERS, **(_EARLY_ANSWER if early else {})},
+        _ROUTE_REFUSALS,
+    )
+    target = router.router if isinstance(router, FastAPI) else router
+    shown = options.pop("include_in_schema", True)
+    variants = sorted(path_variants(path), key=lambda variant: (variant != path, variant))
+    for variant in variants:
+        target.add_api_route(
+            variant,
+            documented,
+            methods=["POST"],
+            route_class_override=WebhookRoute,
+            include_in_schema=shown and variant == variants[0],
+            **openapi,
+            **options,
+        )
 
 
 class FluxbaseWebhook:
@@ -242,14 +362,19 @@ def openapi_for(model: type[Any] | None = None, route: EventFilter | None = None
     """Route decorator arguments documenting the webhook: its body (the events ``route``
     takes, records typed as ``model``), header and answers."""
     operations = (route or EventFilter()).operations
-    schema = TypeAdapter(event_type(model, operations)).json_schema()
+    return _openapi(event_type(model, operations), _ANSWERS, _REFUSALS)
+
+
+def _openapi(events: Any, answers: dict[int, str], refusals: dict[int, str]) -> dict[str, Any]:
+    """``responses`` and ``openapi_extra`` for a webhook route taking ``events``."""
+    schema = TypeAdapter(events).json_schema()
     defs = schema.pop("$defs", {})
     responses: dict[int | str, dict[str, Any]] = {
-        status: {"description": text} for status, text in _ANSWERS.items()
+        status: {"description": text} for status, text in answers.items()
     }
     responses.update(
         (status, {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}})
-        for status, text in _REFUSALS.items()
+        for status, text in sorted(refusals.items())
     )
     return {
         "responses": responses,

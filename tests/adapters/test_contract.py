@@ -25,7 +25,11 @@ from fluxbase_receiver.adapters import aiohttp as aiohttp_adapter
 from fluxbase_receiver.adapters import django as django_adapter
 from fluxbase_receiver.adapters._common import Respond
 from fluxbase_receiver.adapters.aws_lambda import lambda_handler
-from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
+from fluxbase_receiver.adapters.fastapi import (
+    FluxbaseWebhook,
+    add_webhook_route,
+    install_exception_handler,
+)
 from fluxbase_receiver.adapters.flask import FluxbaseWebhooks, webhook_view
 from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_routes
 from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
@@ -111,6 +115,12 @@ def fastapi(receiver: Receiver, respond: Respond) -> AbstractContextManager[str]
     return run_asgi(app)
 
 
+def fastapi_route(receiver: Receiver, respond: Respond) -> AbstractContextManager[str]:
+    app = FastAPI()
+    add_webhook_route(app, PATH, receiver, respond=respond)
+    return run_asgi(app)
+
+
 @contextmanager
 def aws_lambda(receiver: Receiver, respond: Respond) -> Iterator[httpx.Client]:
     """A client whose requests become API Gateway events, passed to the Lambda handler."""
@@ -172,6 +182,7 @@ ADAPTERS = {
     "starlette": Adapter(starlette, early=True),
     "asgi": Adapter(asgi, early=True),
     "fastapi": Adapter(fastapi, own_405=False),
+    "fastapi-route": Adapter(fastapi_route, early=True),
     "lambda": Adapter(aws_lambda),
     "django": Adapter(django),
     "django-async": Adapter(django_async, early=True),

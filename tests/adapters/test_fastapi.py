@@ -1,4 +1,5 @@
-"""FastAPI: the typed event dependency, its idempotency, and its OpenAPI documentation."""
+"""FastAPI: the typed event dependency, its idempotency, and its OpenAPI documentation; the
+plain route's documentation and inclusion through a router."""
 
 import json
 from collections.abc import Iterator
@@ -6,11 +7,16 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel
 
 from fluxbase_receiver import InsertEvent, Receiver, UpdateEvent
-from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
+from fluxbase_receiver.adapters._common import Respond
+from fluxbase_receiver.adapters.fastapi import (
+    FluxbaseWebhook,
+    add_webhook_route,
+    install_exception_handler,
+)
 from tests.adapters.conftest import PATH, SECRET, event_body, signed_headers, with_event_id
 from tests.servers import run_asgi
 
@@ -106,3 +112,52 @@ def test_openapi_documents_body_header_and_refusals() -> None:
     assert set(variants) == {"INSERT", "UPDATE", "DELETE"}  # TEST only when the route takes it
     assert variants["INSERT"]["properties"]["record"]["properties"].keys() == {"id", "status"}
     assert "$defs" not in json.dumps(document)
+
+
+def test_plain_route_openapi_documents_body_header_and_answers() -> None:
+    app = FastAPI()
+    add_webhook_route(app, PATH, Receiver(SECRET), tags=["webhooks"])
+    document = app.openapi()
+    assert set(document["paths"]) == {PATH}  # the path with a trailing slash is hidden
+    operation = document["paths"][PATH]["post"]
+    assert operation["tags"] == ["webhooks"]
+    assert set(operation["responses"]) == {"200", "400", "401", "405", "409", "413", "415", "500"}
+    assert "duplicate" in operation["responses"]["200"]["description"]
+    assert operation["responses"]["409"]["content"]["application/json"]["schema"]["required"] == [
+        "error",
+        "message",
+    ]
+    (header,) = operation["parameters"]
+    assert header["name"] == "X-Fluxbase-Signature"
+    assert (header["in"], header["required"]) == ("header", True)
+    body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    variants = {v["properties"]["event"]["const"] for v in body_schema["oneOf"]}
+    assert variants == {"INSERT", "UPDATE", "DELETE", "TEST"}
+    assert "$defs" not in json.dumps(document)
+
+
+@pytest.mark.parametrize(("respond", "deadline"), [("immediately", None), ("after_handlers", 2.0)])
+def test_plain_route_answering_early_documents_202(
+    respond: Respond, deadline: float | None
+) -> None:
+    app = FastAPI()
+    add_webhook_route(app, PATH, Receiver(SECRET), respond=respond, deadline=deadline)
+    assert "202" in app.openapi()["paths"][PATH]["post"]["responses"]
+
+
+def test_plain_route_on_an_included_router_takes_both_urls() -> None:
+    receiver = Receiver(SECRET)
+    handled: list[int] = []
+    receiver.on("orders")(lambda event: handled.append(event.record["id"]))
+    router = APIRouter(prefix="/api")
+    add_webhook_route(router, "/hooks/", receiver)
+    app = FastAPI()
+    app.include_router(router)
+    assert set(app.openapi()["paths"]) == {"/api/hooks/"}
+    with run_asgi(app) as url, httpx.Client(base_url=url, follow_redirects=False) as client:
+        for n, path in enumerate(["/api/hooks", "/api/hooks/"]):
+            body = event_body("INSERT", "orders", id=n)
+            response = client.post(path, content=body, headers=signed_headers(body))
+            assert response.json() == {"ok": True}
+        assert client.get("/api/hooks").json()["error"] == "method_not_allowed"
+    assert handled == [0, 1]

@@ -14,7 +14,11 @@ from starlette.applications import Starlette
 
 from fluxbase_receiver import Receiver, WebhookEvent
 from fluxbase_receiver.adapters.aws_lambda import lambda_handler
-from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
+from fluxbase_receiver.adapters.fastapi import (
+    FluxbaseWebhook,
+    add_webhook_route,
+    install_exception_handler,
+)
 from fluxbase_receiver.adapters.flask import FluxbaseWebhooks, webhook_view
 from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_routes
 from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
@@ -85,6 +89,12 @@ def fastapi_route(receiver: Receiver, path: str) -> AbstractContextManager[str]:
     return run_asgi(app)
 
 
+def fastapi_plain_route(receiver: Receiver, path: str) -> AbstractContextManager[str]:
+    app = FastAPI()
+    add_webhook_route(app, path, receiver)
+    return run_asgi(app)
+
+
 ADAPTERS: dict[str, Served] = {
     "flask": flask_registered,
     "flask-blueprint": flask_blueprint,
@@ -93,6 +103,7 @@ ADAPTERS: dict[str, Served] = {
     "starlette": starlette_routes,
     "asgi": asgi_middleware,
     "fastapi": fastapi_route,
+    "fastapi-route": fastapi_plain_route,
 }
 
 
@@ -128,7 +139,7 @@ def test_other_paths_are_not_the_webhook(configured: tuple[httpx.Client, Calls])
     assert calls.count(json.loads(body)["record"]["id"]) == 0
 
 
-@pytest.mark.parametrize("name", ["flask", "wsgi", "starlette", "asgi", "fastapi"])
+@pytest.mark.parametrize("name", ["flask", "wsgi", "starlette", "asgi", "fastapi", "fastapi-route"])
 @pytest.mark.parametrize("path", [PATH, PATH + "/"])
 def test_a_path_configured_with_a_slash_reaches_the_handler_both_ways(name: str, path: str) -> None:
     receiver = Receiver(SECRET)
