@@ -159,7 +159,12 @@ def read_environ_body(
     refusal = receiver.precheck(method, headers, length)
     if refusal is not None:
         return refusal
-    limit = receiver.max_body_bytes
+    return _read_environ(environ, length, receiver.max_body_bytes)
+
+
+def _read_environ(environ: WSGIEnvironment, length: int | None, limit: int) -> bytes | Outcome:
+    """The body as :func:`read_environ_body` reads it, past the checks before reading; the
+    413 or 400 refusal instead."""
     stream = environ["wsgi.input"]
     try:
         if "wsgi.input_terminated" in environ:
@@ -194,6 +199,22 @@ def _read_limited(read: Callable[[], bytes], limit: int) -> bytes | Outcome:
     except ClientDisconnected:
         return cut_short()
     return too_large(limit) if len(body) > limit else body
+
+
+_HEADERS: dict[tuple[int, int], tuple[tuple[str, str], ...]] = {}
+
+
+def _headers(outcome: Outcome, answer: bytes) -> list[tuple[str, str]]:
+    """The response headers for ``outcome`` answering ``answer`` (:func:`response_headers`,
+    which depend on the status alone, and the length), built once per status and length;
+    a new list each time, which a server may change."""
+    key = (outcome.status, len(answer))
+    headers = _HEADERS.get(key)
+    if headers is None:
+        headers = (*response_headers(outcome).items(), ("Content-Length", str(len(answer))))
+        if len(_HEADERS) < 256:
+            _HEADERS[key] = headers
+    return list(headers)
 
 
 class _Pool:
@@ -235,23 +256,31 @@ class WSGIWebhookEndpoint:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = REQUEST_PATH.set(environ.get("PATH_INFO"))  # for refusal records
         try:
+            receiver = self.receiver
+            limit = receiver.max_body_bytes
             headers = environ_request_headers(environ)  # read once for every step
-            body = read_environ_body(environ, self.receiver, headers)
-            outcome = self.answer(body, headers) if isinstance(body, bytes) else body
+            method = environ.get("REQUEST_METHOD", "GET").upper()
+            length = get_content_length(environ)
+            if length is None or length > limit:  # nothing to read, or too much: refuse first
+                body = receiver.precheck(method, headers, length) or _read_environ(
+                    environ, length, limit
+                )
+            else:  # the core runs every check on a whole body (405, 413, 415...)
+                body = _read_environ(environ, length, limit)
+                if not isinstance(body, bytes):  # cut short: a refusal before reading first
+                    body = receiver.precheck(method, headers, length) or body
+            outcome = self.answer(body, headers, method) if isinstance(body, bytes) else body
         finally:
             REQUEST_PATH.reset(path)
         answer = outcome.body_bytes()
-        start_response(
-            STATUS_LINES[outcome.status],
-            [*response_headers(outcome).items(), ("Content-Length", str(len(answer)))],
-        )
+        start_response(STATUS_LINES[outcome.status], _headers(outcome, answer))
         return [answer]
 
-    def answer(self, body: bytes, headers: Headers) -> Outcome:
+    def answer(self, body: bytes, headers: Headers, method: str = "POST") -> Outcome:
         """Run the pipeline on a body that was read whole."""
         if self._pool is None:
-            return self.receiver.handle(body, headers)
-        admitted = self.receiver.admit(body, headers)
+            return self.receiver.handle(body, headers, method)
+        admitted = self.receiver.admit(body, headers, method)
         if isinstance(admitted, Outcome):
             return admitted
         future = self._pool.submit(lambda: self._process(admitted))
