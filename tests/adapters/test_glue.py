@@ -12,10 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from werkzeug.wrappers import Request
+from werkzeug.wsgi import get_content_length
 
 from fluxbase_receiver import Receiver
 from fluxbase_receiver.adapters._common import STATUS_LINES
-from fluxbase_receiver.adapters.wsgi import environ_headers, read_body, read_environ_body
+from fluxbase_receiver.adapters.wsgi import (
+    _content_length,
+    environ_headers,
+    read_body,
+    read_environ_body,
+)
 from fluxbase_receiver.receiver import Outcome
 from tests.adapters.conftest import SECRET
 
@@ -106,3 +112,19 @@ def test_environ_reader_matches_the_request_reader(
     got = read_environ_body(direct, receiver, environ_headers(direct))
     expected = read_body(Request(through_werkzeug), receiver, environ_headers(through_werkzeug))
     assert answer(got) == answer(expected)
+
+
+LENGTHS = [None, "", "0", "10", "007", " 10", "1_0", "+5", "-3", "\u0663", "ten"]
+
+
+@pytest.mark.parametrize("declared", LENGTHS)
+@pytest.mark.parametrize("encoding", [None, "chunked", "gzip"])
+def test_the_endpoint_reads_the_length_as_werkzeug(
+    declared: str | None, encoding: str | None
+) -> None:
+    env: dict[str, Any] = {}
+    if declared is not None:
+        env["CONTENT_LENGTH"] = declared
+    if encoding is not None:
+        env["HTTP_TRANSFER_ENCODING"] = encoding
+    assert _content_length(env) == get_content_length(env)
