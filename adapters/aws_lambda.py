@@ -38,7 +38,6 @@ This module needs nothing beyond the core.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,19 +46,20 @@ from typing import Any
 from fluxbase_receiver._logcontext import REQUEST_PATH
 from fluxbase_receiver.adapters._common import STATUS_LINES, response_headers
 from fluxbase_receiver.errors import InvalidPayload
-from fluxbase_receiver.receiver import Outcome, Receiver
+from fluxbase_receiver.receiver import Headers, Outcome, Receiver
 
 __all__ = ["LambdaRequest", "lambda_handler", "read_event"]
 
 LambdaHandler = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LambdaRequest:
     """The parts of a Lambda HTTP event the receiver needs, and how to answer it."""
 
     method: str
-    headers: list[tuple[str, str]]
+    headers: Headers
+    """The event's ``headers`` mapping, or ``(name, value)`` pairs from ``multiValueHeaders``."""
     body: bytes | Outcome
     """The exact body bytes, or the 400 refusal for a body marked base64 that is not."""
     is_alb: bool
@@ -95,10 +95,11 @@ def read_event(event: Mapping[str, Any]) -> LambdaRequest:
     else:
         raise ValueError("not an API Gateway, Lambda Function URL or ALB HTTP event")
     multi = event.get("multiValueHeaders")
+    headers: Headers
     if multi:
         headers = [(name, value) for name, values in multi.items() for value in values or ()]
     else:
-        headers = list((event.get("headers") or {}).items())
+        headers = event.get("headers") or {}
     return LambdaRequest(method, headers, _body(event), "elb" in context, bool(multi))
 
 
@@ -107,8 +108,8 @@ def _body(event: Mapping[str, Any]) -> bytes | Outcome:
     if not event.get("isBase64Encoded"):
         return raw.encode("utf-8")
     try:
-        return base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
+        return binascii.a2b_base64(raw, strict_mode=True)  # base64.b64decode(validate=True)
+    except (binascii.Error, ValueError):  # not base64, or not ASCII
         return Outcome.refuse(InvalidPayload("body is marked base64 but is not valid base64"))
 
 
