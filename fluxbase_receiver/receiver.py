@@ -130,27 +130,42 @@ def request_headers(headers: Headers) -> RequestHeaders:
     return RequestHeaders(_lowered(headers))
 
 
+class _LowerNames(dict[str, str]):
+    """Header names by their lowercase spelling, remembered: the same few names arrive on
+    every request, and a remembered one is not lowercased (nor hashed) again."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> str:
+        lowered = name.lower()
+        if len(self) < 512:  # names are chosen by the caller: remember a bounded number
+            self[name] = lowered
+        return lowered
+
+
+_lower_name = _LowerNames().__getitem__
+
+
 def _lowered(headers: Headers) -> dict[str, str]:
     """:func:`request_headers`, as the plain dictionary the steps read."""
     if type(headers) is RequestHeaders:
         return headers
     pairs: Any
     if type(headers) is dict:
-        lowered = dict(zip(map(str.lower, headers), headers.values(), strict=True))
+        lowered = dict(zip(map(_lower_name, headers), headers.values(), strict=True))
         if len(lowered) == len(headers):  # no name repeated in another case: the common case
             return lowered
         pairs = headers.items()
     else:
-        if type(headers) is list:
-            pairs = headers
-        else:  # any other mapping or iterable of pairs, read once
-            pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
-        lowered = {name.lower(): value for name, value in pairs}
+        if type(headers) is not list:  # any other mapping or iterable of pairs, read once
+            headers = list(headers.items() if isinstance(headers, Mapping) else headers)
+        pairs = headers
+        lowered = {_lower_name(name): value for name, value in pairs}
         if len(lowered) == len(pairs):  # no name repeated: the common case
             return lowered
     lowered.clear()
     for name, value in pairs:
-        key = name.lower()
+        key = _lower_name(name)
         lowered[key] = f"{lowered[key]}, {value}" if key in lowered else value
     return lowered
 
