@@ -293,11 +293,13 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION {s}.hand_over(p_ids text[]) RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION {s}.hand_over(p_ids text[]) RETURNS void LANGUAGE plpgsql
+-- Planned once per session (PL/pgSQL keeps the plan; an SQL function plans on every
+-- call), and never again for the size of p_ids: every step goes through a unique index.
+SET plan_cache_mode = force_generic_plan
+AS $$
 BEGIN
     -- Finished deliveries among p_ids let the next waiting change of their row go.
-    -- (PL/pgSQL keeps the statement's plan for the session; an SQL function would plan
-    -- it again on every call.)
     WITH finished AS (
         SELECT DISTINCT f.webhook_id, f.row_key FROM {s}.deliveries AS f
         WHERE f.id = ANY(p_ids) AND f.status IN ('success', 'failed') AND f.row_key IS NOT NULL
