@@ -253,7 +253,7 @@ class HttpSender:
                     if status in _RETRY_AFTER_STATUSES
                     else None
                 )
-                text = raw.decode("utf-8", "replace")
+                text = _storable(raw.decode("utf-8", "replace"))
                 return AttemptResult(status, text, error, _since(started), retry_after)
         except DestinationRefused as error:
             return AttemptResult(None, None, str(error), _since(started), refused=True)
@@ -269,9 +269,9 @@ class HttpSender:
             return AttemptResult(None, None, closed, _since(started))
         except aiohttp.ClientResponseError as error:
             invalid = "invalid answer: " + " ".join(str(error.message).split())
-            return AttemptResult(None, None, invalid[:500], _since(started))
+            return AttemptResult(None, None, _storable(invalid[:500]), _since(started))
         except (aiohttp.ClientError, OSError, ValueError) as error:
-            return AttemptResult(None, None, _describe(error), _since(started))
+            return AttemptResult(None, None, _storable(_describe(error)), _since(started))
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
@@ -340,3 +340,9 @@ def signed_headers(
         "X-Fluxbase-Event-Id": event_id,
         "X-Fluxbase-Delivery-Attempt": str(attempt),
     }
+
+
+def _storable(text: str) -> str:
+    """``text`` with each NUL as U+FFFD: a PostgreSQL text column cannot hold NUL, and an
+    answer that cannot be recorded would be retried for ever."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -21,6 +21,7 @@ from fluxbase_receiver.sender import Delivery, Sender
 from fluxbase_receiver.sender.delivery import MAX_STORED_BODY
 from tests.sender.conftest import make_webhook
 from tests.sender.receivers import RawServer, Reply
+from tests.sender.stores import unique_schema
 
 MEMORY_CEILING = 8 * 1024 * 1024
 """Peak bytes the sender may allocate while delivering one hostile answer."""
@@ -174,6 +175,22 @@ def sender(tmp_path: Path) -> Iterator[Sender]:
         yield instance
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_sender(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sender]:
+    """A sender on each store."""
+    if request.param == "sqlite":
+        with Sender(f"sqlite:///{tmp_path}/app.db", allow_private_networks=True) as instance:
+            yield instance
+        return
+    url = request.getfixturevalue("postgres_url")
+    instance = Sender(url, schema=unique_schema(), allow_private_networks=True)
+    try:
+        yield instance
+    finally:
+        instance._call(instance.store.drop())  # type: ignore[attr-defined]
+        instance.close()
+
+
 def deliver_once(sender: Sender, reply: Reply) -> tuple[Delivery, int, RawServer]:
     """One attempt against a server answering with ``reply``; the record and peak memory."""
     with RawServer(reply) as server:
@@ -209,3 +226,13 @@ def test_a_hostile_answer_ends_in_a_correct_record_with_bounded_memory(
     (attempt,) = sender.get_attempts(delivery.id)
     assert attempt.outcome == ("success" if scenario.status == "success" else "failed")
     assert peak < MEMORY_CEILING, f"{name}: {peak} bytes at peak"
+
+
+def test_an_answer_with_nul_bytes_is_recorded_on_every_store(any_sender: Sender) -> None:
+    """A NUL cannot be stored as text in PostgreSQL: it is recorded as U+FFFD, once."""
+    reply = answer(HEAD + b"Content-Length: 7\r\n\r\nok\x00\x00end")
+    delivery, _, server = deliver_once(any_sender, reply)
+    assert len(server.requests) == 1
+    assert (delivery.status, delivery.attempts) == ("success", 1)
+    assert delivery.response_body == "ok\ufffd\ufffdend"
+    assert any_sender.next_due() is None
