@@ -31,6 +31,9 @@ __all__ = ["AttemptObserver", "Worker", "default_worker_id"]
 
 logger = logging.getLogger(__name__)
 
+_TRIES_WHEN_STOPPING = 3
+"""Store errors a stopping worker sits through before it exits with attempts unrecorded."""
+
 AttemptObserver: TypeAlias = Callable[[ClaimedDelivery, AttemptRecord], None]
 """Called with ``(claimed, record)`` after each delivery attempt; see :meth:`Worker.observe`."""
 
@@ -141,6 +144,7 @@ class Worker:
         flushing: list[AttemptRecord] = []
         flush: asyncio.Task[None] | None = None
         pruned_at = 0.0
+        failed_stops = 0  # store errors since stop() while nothing is being sent
         more = True
         while True:
             try:
@@ -186,6 +190,17 @@ class Worker:
             except Exception as error:
                 if until_idle:
                     raise
+                if self._stopped() and not sends:
+                    failed_stops += 1
+                    if failed_stops >= _TRIES_WHEN_STOPPING:
+                        logger.error(
+                            "sender worker %s: stopping with %d attempt(s) unrecorded (%s); "
+                            "their deliveries are sent again once their leases lapse",
+                            self.owner,
+                            len(finished),
+                            error,
+                        )
+                        return counts
                 # The database is out of reach: keep what is to be recorded and try again.
                 logger.warning("sender worker %s: store error (%s)", self.owner, error)
                 await asyncio.sleep(self.poll_interval)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from fluxbase_receiver.sender import Sender
 from tests.sender.conftest import make_webhook
@@ -131,3 +132,42 @@ def test_a_worker_killed_mid_send_has_spent_an_attempt(sender: Sender, database:
     assert (lost.attempt, lost.outcome, lost.response_status) == (1, "failed", None)
     assert lost.error is not None and lost.error.startswith("worker lost")
     assert (delivered.attempt, delivered.outcome) == (2, "success")
+
+
+def test_a_stopping_worker_whose_store_refuses_records_exits_and_loses_nothing(
+    sender: Sender,
+) -> None:
+    """Stopped while its records cannot be written, a worker gives up after a few tries
+    (it does not hang); the change stays pending and is sent again, so nothing is lost."""
+    from fluxbase_receiver.sender.worker import Worker
+
+    class RefusingStore:
+        def __init__(self, store: Any) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._store, name)
+
+        async def record_attempts(self, records: Any) -> None:
+            raise OSError("the database refuses writes")
+
+    target = ScriptedReceiver()
+    with serving(target) as url:
+        make_webhook(sender, url)
+        sender.emit("INSERT", "orders", {"id": 1})
+        worker = Worker(
+            RefusingStore(sender.store), poll_interval=0.05, allow_private_networks=True
+        )
+
+        async def serve_then_stop() -> float:
+            serving_task = asyncio.create_task(worker.serve())
+            while not target.events:
+                await asyncio.sleep(0.02)
+            worker.stop()
+            started = time.monotonic()
+            await asyncio.wait_for(serving_task, 10)
+            return time.monotonic() - started
+
+        assert sender._call(serve_then_stop()) < 5, "the worker stops instead of hanging"
+        assert len(target.events) == 1
+        assert sender.next_due() is not None, "the unrecorded delivery is still pending"
