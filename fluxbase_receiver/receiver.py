@@ -540,8 +540,21 @@ class Receiver:
             return _bounded("id:", event_id), self.done_ttl
         return content_key(event), self._remember_content
 
-    def _not_claimed(self, admitted: Admitted, key: str, state: ClaimState) -> Outcome:
-        """The answer when the claim on ``key`` was not taken: done before, or in progress."""
+    def _claimed(
+        self,
+        admitted: Admitted,
+        key: str,
+        owner: str,
+        state: ClaimState,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Admitted | Outcome:
+        """``admitted``, holding ``owner``'s new claim on ``key`` (renewed on ``loop`` for an
+        async store); or the answer when the claim was not taken: done before, or in
+        progress."""
+        if state is _NEW:
+            admitted.owner = owner
+            HEARTBEAT.hold(self.store, key, owner, self.processing_ttl, loop)
+            return admitted
         if state is _DONE:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
@@ -584,12 +597,9 @@ class Receiver:
         store = self._blocking
         if type(admitted) is Admitted and admitted.key is not None and store is not None:
             key, owner = admitted.key, HEARTBEAT.owner()
-            state = store.claim(key, owner, self.processing_ttl)
-            if state is _NEW:
-                admitted.owner = owner
-                HEARTBEAT.hold(store, key, owner, self.processing_ttl)
-            else:
-                admitted = self._not_claimed(admitted, key, state)
+            admitted = self._claimed(
+                admitted, key, owner, store.claim(key, owner, self.processing_ttl)
+            )
         return self._reported(admitted, started) if self._outcomes else admitted
 
     async def admit_async(
@@ -613,11 +623,7 @@ class Receiver:
                 store = cast(AsyncIdempotencyStore, self.store)
                 state = await store.claim(key, owner, self.processing_ttl)
                 loop = asyncio.get_running_loop()
-            if state is _NEW:
-                admitted.owner = owner
-                HEARTBEAT.hold(self.store, key, owner, self.processing_ttl, loop)
-            else:
-                admitted = self._not_claimed(admitted, key, state)
+            admitted = self._claimed(admitted, key, owner, state, loop)
         return self._reported(admitted, started) if self._outcomes else admitted
 
     def settle(self, admitted: Admitted, ok: bool) -> None:
