@@ -55,6 +55,30 @@ def signed_headers(
     }
 
 
+BAD_SIGNATURES = [
+    (None, "missing_signature"),
+    ("v1=abc", "malformed_signature"),
+    ("stale", "timestamp_outside_tolerance"),
+    ("wrong-secret", "invalid_signature"),
+]
+"""``(kind, error code)`` for :func:`badly_signed_headers`: each way a signature fails."""
+
+
+def badly_signed_headers(body: bytes, kind: str | None) -> dict[str, str]:
+    """Headers whose signature fails as ``kind`` says: ``None`` (missing), ``"stale"``,
+    ``"wrong-secret"``, or a literal header value."""
+    if kind == "stale":
+        return signed_headers(body, timestamp=1_000_000_000)
+    if kind == "wrong-secret":
+        return signed_headers(body, secret="not-the-secret")
+    headers = signed_headers(body)
+    if kind is None:
+        del headers["X-Fluxbase-Signature"]
+    else:
+        headers["X-Fluxbase-Signature"] = kind
+    return headers
+
+
 class Gate:
     """Holds handlers mid-run: ``started`` is set (and ``entered`` counts up) inside each,
     ``release`` lets them all end."""

@@ -35,11 +35,13 @@ from fluxbase_receiver.adapters.starlette import FluxbaseASGIMiddleware, webhook
 from fluxbase_receiver.adapters.wsgi import FluxbaseWSGIMiddleware
 from fluxbase_receiver.testing import lambda_event
 from tests.adapters.conftest import (
+    BAD_SIGNATURES,
     PATH,
     SECRET,
     Calls,
     Gate,
     WatchedStore,
+    badly_signed_headers,
     event_body,
     run_aiohttp,
     run_django,
@@ -297,27 +299,10 @@ def test_a_content_type_that_is_not_json_is_415(served: Served) -> None:
     assert served.handled.count(104) == 0
 
 
-@pytest.mark.parametrize(
-    ("signature", "code"),
-    [
-        (None, "missing_signature"),
-        ("v1=abc", "malformed_signature"),
-        ("stale", "timestamp_outside_tolerance"),
-        ("wrong-secret", "invalid_signature"),
-    ],
-)
+@pytest.mark.parametrize(("signature", "code"), BAD_SIGNATURES)
 def test_bad_signatures_are_401(served: Served, signature: str | None, code: str) -> None:
     body = event_body("INSERT", "orders", id=105)
-    headers = signed_headers(body)
-    if signature is None:
-        del headers["X-Fluxbase-Signature"]
-    elif signature == "stale":
-        headers = signed_headers(body, timestamp=1_000_000_000)
-    elif signature == "wrong-secret":
-        headers = signed_headers(body, secret="not-the-secret")
-    else:
-        headers["X-Fluxbase-Signature"] = signature
-    response = served.post(body, headers)
+    response = served.post(body, badly_signed_headers(body, signature))
     assert response.status_code == 401
     assert response.json()["error"] == code
     assert SECRET not in response.text

@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from tests.adapters.conftest import (
+    BAD_SIGNATURES,
     PATH,
     Calls,
     Gate,
+    badly_signed_headers,
     event_body,
     load_example,
     partial_upload,
@@ -130,27 +132,10 @@ def test_non_json_content_type_is_415(served: Served) -> None:
     assert response.json()["error"] == "unsupported_media_type"
 
 
-@pytest.mark.parametrize(
-    ("signature", "code"),
-    [
-        (None, "missing_signature"),
-        ("v1=abc", "malformed_signature"),
-        ("stale", "timestamp_outside_tolerance"),
-        ("wrong-secret", "invalid_signature"),
-    ],
-)
+@pytest.mark.parametrize(("signature", "code"), BAD_SIGNATURES)
 def test_bad_signatures_are_401(served: Served, signature: str | None, code: str) -> None:
     body = event_body("INSERT", "audited", id=303)
-    headers = signed_headers(body)
-    if signature is None:
-        del headers["X-Fluxbase-Signature"]
-    elif signature == "stale":
-        headers = signed_headers(body, timestamp=1_000_000_000)
-    elif signature == "wrong-secret":
-        headers = signed_headers(body, secret="not-the-secret")
-    else:
-        headers["X-Fluxbase-Signature"] = signature
-    response = served.post(body, headers)
+    response = served.post(body, badly_signed_headers(body, signature))
     assert response.status_code == 401
     assert response.json()["error"] == code
     assert served.calls.count(303) == 0
