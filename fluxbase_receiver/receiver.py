@@ -152,7 +152,7 @@ def _lowered(headers: Headers) -> dict[str, str]:
         return headers
     pairs: Any
     if type(headers) is dict:
-        lowered = dict(zip(map(_lower_name, headers), headers.values(), strict=True))
+        lowered = {_lower_name(name): value for name, value in headers.items()}
         if len(lowered) == len(headers):  # no name repeated in another case: the common case
             return lowered
         pairs = headers.items()
@@ -508,14 +508,16 @@ class Receiver:
             event = parse_event(body, decimals=self.decimals)
             on = (event.schema_name, event.table, event.event)
             handlers, typing = self._routes.get(on) or self._handlers_for(on)
-            typed: dict[Any, WebhookEvent] = {None: event}
-            if typing:
+            if typing or model is not None:
+                typed: dict[Any, WebhookEvent] = {None: event}
                 for handler in handlers:
                     if handler.model is not None and handler.model not in typed:
                         typed[handler.model] = _parse_as(body, handler.model, self.decimals)
-            calls = [(handler, typed[handler.model]) for handler in handlers]
-            if model is not None and (route is None or route.accepts(event)):
-                event = typed[model] if model in typed else _parse_as(body, model, self.decimals)
+                calls = [(handler, typed[handler.model]) for handler in handlers]
+                if model is not None and (route is None or route.accepts(event)):
+                    event = typed[model] if model in typed else _parse_as(body, model, self.decimals)
+            else:  # the common case: every handler takes the event as parsed
+                calls = [(handler, event) for handler in handlers]
         except WebhookError as error:
             return _refused(error)
         if self.store is None or event.event == "TEST":  # each click on "test" arrives
@@ -677,10 +679,10 @@ class Receiver:
             failures = self._run(admitted)
         except BaseException:
             if settle:
-                self.settle(admitted, ok=False)
+                self.settle(admitted, False)
             raise
         if settle:
-            self.settle(admitted, ok=not failures)
+            self.settle(admitted, not failures)
         outcome = self._finish(admitted, failures)
         return self._reported(outcome, started) if self._outcomes else outcome
 
