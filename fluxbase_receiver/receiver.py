@@ -515,7 +515,7 @@ class Receiver:
                         typed[handler.model] = _parse_as(body, handler.model, self.decimals)
                 calls = [(handler, typed[handler.model]) for handler in handlers]
                 if model is not None and (route is None or route.accepts(event)):
-                    event = typed[model] if model in typed else _parse_as(body, model, self.decimals)
+                    event = typed.get(model) or _parse_as(body, model, self.decimals)
             else:  # the common case: every handler takes the event as parsed
                 calls = [(handler, event) for handler in handlers]
         except WebhookError as error:
