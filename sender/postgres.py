@@ -152,9 +152,9 @@ CREATE FUNCTION {s}.capture(
     key_columns text[], event_id text DEFAULT NULL, occurred_at double precision DEFAULT NULL
 ) RETURNS text[] LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    hooks text[];
+    hooks text[] COLLATE "default";
     ids text[];
-    ordering_key text;
+    ordering_key text COLLATE "default";
     occurred double precision := coalesce(occurred_at, extract(epoch FROM clock_timestamp()));
 BEGIN
     SELECT array_agg(w.id ORDER BY w.created_at, w.id) INTO hooks

@@ -113,6 +113,30 @@ async def test_watch_captures_rows_inside_the_writers_transaction(
     assert len(await payloads(store)) == 3
 
 
+async def test_each_captured_row_reads_only_its_own_rows_index_entries(
+    store: PostgresStore, postgres_url: str, app_schema: str
+) -> None:
+    """The ordering check of a captured change looks up the pending changes of its own row
+    alone, so a transaction's ten-thousandth change costs what its first did. (The trigger
+    passes ``name`` values, of collation "C": compared under it, the row key could not use
+    the index, and each change read every pending delivery.)"""
+    await make_hook(store)
+    table = f"{app_schema}.orders"
+    execute(postgres_url, f"CREATE TABLE {table} (id bigint PRIMARY KEY, item text)")
+    await store.watch("orders", schema=app_schema)
+    rows = 500
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute(f"INSERT INTO {table} SELECT n, 'book' FROM generate_series(1, {rows}) n")
+        found = conn.execute(  # the index entries this transaction's scans read
+            "SELECT pg_stat_get_xact_tuples_returned(to_regclass(%s))",
+            (f"{store.schema}.deliveries_row",),
+        ).fetchone()
+        conn.commit()
+    assert found is not None
+    assert found[0] < rows  # one lookup per change, each finding nothing pending (not ~rows²/2)
+    assert len(await store.list_deliveries(None, 1000, 0)) == rows
+
+
 async def test_numbers_keep_every_digit(
     store: PostgresStore, postgres_url: str, app_schema: str
 ) -> None:
