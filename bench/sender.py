@@ -9,6 +9,8 @@ notes when each row arrived. Printed per configuration:
   receipt, and as a fraction of the ceiling;
 * p50 / p99 latency, commit to receipt, with rows committed five per transaction at
   half that throughput;
+* capture µs/row: what the trigger adds to the writer, the one big transaction's time
+  per row, from its first statement to its commit;
 
 beside the ceiling: the same receiver measured alone in the same run, just before, by
 an aiohttp client posting pre-signed bodies with the workers' concurrency. Each
@@ -133,12 +135,15 @@ def wait_for(base: str, keys: list[str]) -> dict[str, float]:
 
 def measure(
     base: str, write: Callable[[list[str]], None], count: int
-) -> tuple[float, float, float]:
-    """Throughput of one big transaction, then latency at half of it."""
+) -> tuple[float, float, float, float]:
+    """Throughput of one big transaction, then latency at half of it; and the writer's
+    time per row in that transaction."""
     receipts(base, clear=True)
     bulk = [f"t{i}" for i in range(count)]
+    started = time.time()
     write(bulk)
     committed = time.time()
+    capture = (committed - started) / count * 1e6
     got = wait_for(base, bulk)
     rate = count / (max(got[k] for k in bulk) - committed)
 
@@ -154,7 +159,7 @@ def measure(
         time.sleep(max(0.0, started + (t + 1) * PER_TRANSACTION / pace - time.time()))
     got = wait_for(base, list(commits))
     latencies = sorted((got[k] - commits[k]) * 1000 for k in commits)
-    return rate, statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
+    return rate, statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], capture
 
 
 async def make_webhook(store, base: str) -> None:  # type: ignore[no-untyped-def]
@@ -164,7 +169,7 @@ async def make_webhook(store, base: str) -> None:  # type: ignore[no-untyped-def
     await store.create_webhook(spec, time.time())
 
 
-def bench_sqlite(base: str, count: int, concurrency: int) -> tuple[float, float, float]:
+def bench_sqlite(base: str, count: int, concurrency: int) -> tuple[float, float, float, float]:
     from fluxbase_receiver.sender.sqlite import SQLiteStore, connect
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,7 +202,7 @@ def bench_sqlite(base: str, count: int, concurrency: int) -> tuple[float, float,
 
 def bench_postgres(
     url: str, base: str, workers: int, count: int, concurrency: int
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     import psycopg
 
     from fluxbase_receiver.sender.postgres import PostgresStore
@@ -272,7 +277,7 @@ def main() -> None:
         uvicorn.run(receiver_app(), host="127.0.0.1", port=args.serve, log_level="warning")
         return
     receiver, base = start_receiver()
-    configurations: list[tuple[str, Callable[[], tuple[float, float, float]]]] = [
+    configurations: list[tuple[str, Callable[[], tuple[float, float, float, float]]]] = [
         ("SQLite, 1 worker", lambda: bench_sqlite(base, args.events, args.concurrency))
     ]
     if postgres_reachable(args.postgres_url):
@@ -291,12 +296,12 @@ def main() -> None:
     try:
         asyncio.run(ceiling(base, 500, args.concurrency))  # warm up
         for label, run in configurations:
-            best: tuple[float, float, float, float] | None = None
+            best: tuple[float, float, float, float, float] | None = None
             for _ in range(args.rounds):
                 top = asyncio.run(ceiling(base, args.events, args.concurrency))
-                rate, p50, p99 = run()
+                rate, p50, p99, capture = run()
                 if best is None or rate / top > best[1] / best[0]:
-                    best = (top, rate, p50, p99)
+                    best = (top, rate, p50, p99, capture)
             assert best is not None
             rows.append((label, best))
     finally:
@@ -309,10 +314,13 @@ def main() -> None:
     )
     print(
         f"  {'':<22} {'ceiling/s':>10} {'deliveries/s':>12} {'of ceiling':>10}"
-        f" {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'p50 ms':>8} {'p99 ms':>8} {'capture µs/row':>14}"
     )
-    for label, (top, rate, p50, p99) in rows:
-        print(f"  {label:<22} {top:10.0f} {rate:12.0f} {rate / top:10.2f} {p50:8.1f} {p99:8.1f}")
+    for label, (top, rate, p50, p99, capture) in rows:
+        print(
+            f"  {label:<22} {top:10.0f} {rate:12.0f} {rate / top:10.2f} {p50:8.1f} {p99:8.1f}"
+            f" {capture:14.0f}"
+        )
 
 
 if __name__ == "__main__":
