@@ -140,10 +140,10 @@ def measure(
     time per row in that transaction."""
     receipts(base, clear=True)
     bulk = [f"t{i}" for i in range(count)]
-    started = time.time()
+    writing = time.time()
     write(bulk)
     committed = time.time()
-    capture = (committed - started) / count * 1e6
+    capture = (committed - writing) / count * 1e6
     got = wait_for(base, bulk)
     rate = count / (max(got[k] for k in bulk) - committed)
 
