@@ -75,10 +75,11 @@ is sent (the dependency registers the settling on the request's function-scoped 
 as a ``Depends(..., scope="function")`` dependency with ``yield`` would, for less).
 
 The dependency costs more than the plain route: FastAPI's own ``Depends`` machinery (solving
-the dependency, its exit stack) adds about 0.7x of the core's whole work per request by
-itself, before the dependency does anything (``python bench/adapters.py`` prints it). Use
-it when the route function needs the event; otherwise use :func:`add_webhook_route`, which
-also answers early (``respond="immediately"``, ``deadline``) when asked.
+the dependency, its exit stack) adds about as much as the core's whole work per request
+(0.7x to 1.1x of it on the machines measured) by itself, before the dependency does
+anything (``python bench/adapters.py`` prints it). Use it when the route function needs
+the event; otherwise use :func:`add_webhook_route`, which also answers early
+(``respond="immediately"``, ``deadline``) when asked.
 """
 
 from __future__ import annotations

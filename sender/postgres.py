@@ -295,7 +295,7 @@ $$;
 
 CREATE FUNCTION {s}.hand_over(p_ids text[]) RETURNS void LANGUAGE plpgsql
 -- Planned once per session (PL/pgSQL keeps the plan; an SQL function plans on every
--- call), and never again for the size of p_ids: every step goes through a unique index.
+-- call), and never again for the size of p_ids: every step is an index lookup.
 SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
